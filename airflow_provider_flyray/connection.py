@@ -1,0 +1,156 @@
+"""The ``flyray`` connection's fields, parsed and validated. Pure.
+
+Kubernetes fields are the cncf-kubernetes ones (``in_cluster``, ``kube_config_path``, ``kube_config``,
+``cluster_context``, ``namespace``, ``disable_verify_ssl``): the hook hands them to ``KubernetesHook``.
+This module adds the Ray side: backend, how to reach the dashboard, the links' URL template, token, TLS.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from airflow_provider_flyray.cluster import Backend
+from airflow_provider_flyray.errors import ConfigError
+
+DEFAULT_NAMESPACE = "default"
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TEMPLATE_FIELDS = frozenset({"namespace", "cluster", "service", "submission_id"})
+
+KUBERNETES_FIELDS = ("in_cluster", "kube_config_path", "kube_config", "cluster_context", "disable_verify_ssl")
+RAY_FIELDS = (
+    "backend",
+    "namespace",
+    "dashboard_access",
+    "dashboard_address",
+    "dashboard_url_template",
+    "dashboard_token",
+    "verify_tls",
+    "dashboard_token_secret",
+)
+
+
+class DashboardAccess(StrEnum):
+    SERVICE = "service"  # <cluster>-head-svc.<ns>.svc.cluster.local: Airflow runs inside the cluster
+    PROXY = "proxy"  # the API server's service proxy: works from anywhere the API server is reachable
+    POD = "pod"  # the head pod's IP: flat pod network reachable from Airflow
+    ADDRESS = "address"  # an explicit dashboard URL (e.g. an Ingress); `dashboard_address`
+
+
+def _flag(extras: dict[str, Any], key: str, default: bool) -> bool:
+    value = extras.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(f"connection.extra.{key}", f"expected true or false, got {value!r}")
+
+
+def check_namespace(value: Any, field: str = "namespace") -> str:
+    if not isinstance(value, str) or not _DNS1123_LABEL.match(value) or len(value) > 63:
+        raise ConfigError(field, f"{value!r} is not a valid Kubernetes namespace (lowercase letters, digits, '-')")
+    return value
+
+
+def check_http_url(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value.strip()):
+        raise ConfigError(field, f"expected an http(s) URL like 'http://ray-head:8265', got {value!r}")
+    return value.strip().rstrip("/")
+
+
+@dataclass(frozen=True, repr=False)
+class ConnectionSettings:
+    backend: Backend = Backend.KUBERNETES
+    namespace: str = DEFAULT_NAMESPACE
+    dashboard_access: DashboardAccess = DashboardAccess.SERVICE
+    dashboard_address: str | None = None
+    dashboard_url_template: str | None = None
+    dashboard_token: str | None = None
+    dashboard_token_secret: str | None = None
+    verify_tls: bool = True
+
+    def __repr__(self) -> str:  # the token must never reach a log through a repr
+        return (
+            f"ConnectionSettings(backend={self.backend.value!r}, namespace={self.namespace!r}, "
+            f"dashboard_access={self.dashboard_access.value!r}, token={'set' if self.dashboard_token else 'unset'})"
+        )
+
+
+def parse_connection_extras(
+    extras: dict[str, Any], *, default_access: DashboardAccess | None = None
+) -> ConnectionSettings:
+    """Validate the Ray fields of a ``flyray`` connection's extras."""
+    backend_text = str(extras.get("backend") or Backend.KUBERNETES.value).strip().lower()
+    if backend_text not in (Backend.KUBERNETES.value, Backend.LOCAL.value):
+        raise ConfigError("connection.extra.backend", f"got {backend_text!r}; expected 'kubernetes' or 'local'")
+    backend = Backend(backend_text)
+    namespace = check_namespace(extras.get("namespace") or DEFAULT_NAMESPACE, "connection.extra.namespace")
+    access_text = (
+        str(extras.get("dashboard_access") or (default_access or DashboardAccess.SERVICE).value).strip().lower()
+    )
+    try:
+        access = DashboardAccess(access_text)
+    except ValueError:
+        allowed = ", ".join(repr(a.value) for a in DashboardAccess)
+        raise ConfigError(
+            "connection.extra.dashboard_access", f"got {access_text!r}; expected one of {allowed}"
+        ) from None
+    address = extras.get("dashboard_address") or None
+    if address is not None:
+        address = check_http_url(address, "connection.extra.dashboard_address")
+    if access is DashboardAccess.ADDRESS and not address:
+        raise ConfigError("connection.extra.dashboard_address", "is required when dashboard_access is 'address'")
+    template = extras.get("dashboard_url_template") or None
+    if template is not None:
+        template = check_http_url(template, "connection.extra.dashboard_url_template")
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+        unknown = sorted(names - TEMPLATE_FIELDS)
+        if unknown:
+            raise ConfigError(
+                "connection.extra.dashboard_url_template",
+                f"unknown placeholders {unknown}; use {sorted(TEMPLATE_FIELDS)}",
+            )
+    token = extras.get("dashboard_token") or None
+    if token is not None and not isinstance(token, str):
+        raise ConfigError("connection.extra.dashboard_token", "expected a string")
+    secret = extras.get("dashboard_token_secret") or None
+    if secret is not None and (not isinstance(secret, str) or not secret.strip()):
+        raise ConfigError("connection.extra.dashboard_token_secret", "expected a Secret name")
+    return ConnectionSettings(
+        backend=backend,
+        namespace=namespace,
+        dashboard_access=access,
+        dashboard_address=address,
+        dashboard_url_template=template,
+        dashboard_token=token,
+        dashboard_token_secret=secret,
+        verify_tls=_flag(extras, "verify_tls", True),
+    )
+
+
+def browser_dashboard_url(
+    settings: ConnectionSettings, *, namespace: str | None, cluster: str, service: str, direct_url: str | None
+) -> str | None:
+    """The dashboard URL for the UI buttons, or None when no browser-reachable URL is known.
+
+    The template wins. Otherwise only addresses a browser can open are used: the local backend's
+    loopback address, an explicit address, or a pod IP on a flat network. Service DNS names and the
+    API-server proxy are not browser-reachable, so they give no button rather than a broken one.
+    """
+    if settings.dashboard_url_template:
+        return settings.dashboard_url_template.format(
+            namespace=namespace or "", cluster=cluster, service=service, submission_id=""
+        ).rstrip("/")
+    if direct_url and (
+        settings.backend is Backend.LOCAL or settings.dashboard_access in (DashboardAccess.POD, DashboardAccess.ADDRESS)
+    ):
+        return direct_url.rstrip("/")
+    return None

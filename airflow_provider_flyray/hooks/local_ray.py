@@ -1,0 +1,172 @@
+"""The local backend: a transient Ray head on this machine, bound to loopback, in its own process group.
+
+It is the equivalent of Flyte's local execution: the same Jobs REST API path as a KubeRay cluster, with
+no Kubernetes at all. Every port is chosen free on 127.0.0.1 so several local clusters (mapped tasks)
+can run side by side. Stopping kills the whole process group, so no Ray process outlives the task.
+Needs the ``ray`` wheel (``pip install 'airflow-provider-flyray[local]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.errors import ClusterStartupError, ConfigError
+
+# Ray's own fixed-default ports that would collide between two local heads.
+_PORT_FLAGS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+)
+# `ray start --block` takes ~30 s to wind down on SIGTERM; a transient head has nothing worth saving.
+STOP_GRACE_SECONDS = 2.0
+CLUSTER_MARKER_ENV = "FLYRAY_LOCAL_CLUSTER"
+LOCAL_DIR_PREFIX = "flyray-local-"
+
+
+def ray_executable() -> str:
+    candidate = Path(sys.executable).with_name("ray")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("ray")
+    if not found:
+        raise ConfigError(
+            "connection.extra.backend",
+            "the local backend needs Ray on the Airflow worker: pip install 'airflow-provider-flyray[local]'",
+        )
+    return found
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_local_cluster(
+    name: str, *, num_cpus: float | None = None, num_gpus: float | None = None, object_store_memory: int | None = None
+) -> ClusterRef:
+    """Start ``ray start --head --block`` in a new session; return at once (the trigger waits for it)."""
+    ports = dict(zip(_PORT_FLAGS, _free_ports(len(_PORT_FLAGS)), strict=True))
+    # Ray puts unix sockets under the temp dir: keep its path short.
+    temp_dir = tempfile.mkdtemp(prefix=LOCAL_DIR_PREFIX, dir="/tmp")
+    args = [
+        ray_executable(),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        *(f"--{flag}={port}" for flag, port in ports.items()),
+    ]
+    if num_cpus is not None:
+        args.append(f"--num-cpus={num_cpus:g}")
+    if num_gpus is not None:
+        args.append(f"--num-gpus={num_gpus:g}")
+    if object_store_memory is not None:
+        args.append(f"--object-store-memory={object_store_memory}")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Every Ray process inherits this marker, including job drivers that Ray starts in a session of
+    # their own: stopping the cluster finds them by it, not only by process group.
+    env[CLUSTER_MARKER_ENV] = temp_dir
+    log_path = Path(temp_dir) / "ray-start.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
+    return ClusterRef(
+        backend=Backend.LOCAL,
+        name=name,
+        owned=True,
+        address=f"http://127.0.0.1:{ports['dashboard-port']}",
+        local_pgid=process.pid,
+        local_temp_dir=temp_dir,
+    )
+
+
+def _marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries this cluster's marker."""
+    needle = f"{CLUSTER_MARKER_ENV}={marker}".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                pids.append(int(entry))
+    return pids
+
+
+def local_cluster_pids(ref: ClusterRef) -> list[int]:
+    return _marked_pids(ref.local_temp_dir) if ref.local_temp_dir else []
+
+
+def local_cluster_alive(ref: ClusterRef) -> bool:
+    if not ref.local_pgid:
+        return False
+    try:
+        os.killpg(ref.local_pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def local_startup_output(ref: ClusterRef, lines: int = 30) -> str:
+    if not ref.local_temp_dir:
+        return ""
+    path = Path(ref.local_temp_dir) / "ray-start.log"
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def stop_local_cluster(ref: ClusterRef, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the head's process group, SIGKILL what is left after the grace period, remove its files."""
+    if ref.backend is not Backend.LOCAL or not ref.local_pgid:
+        raise ClusterStartupError(f"{ref.describe()} is not a local cluster")
+    pgid = ref.local_pgid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    for pid in local_cluster_pids(ref):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and (local_cluster_alive(ref) or local_cluster_pids(ref)):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    for pid in local_cluster_pids(ref):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Reap the `ray start` process if it is our child (non-deferrable path); harmless otherwise.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pgid, os.WNOHANG)
+    if ref.local_temp_dir and ref.local_temp_dir.startswith(f"/tmp/{LOCAL_DIR_PREFIX}"):
+        shutil.rmtree(ref.local_temp_dir, ignore_errors=True)

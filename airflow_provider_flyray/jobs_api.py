@@ -1,0 +1,169 @@
+"""The Ray Jobs REST API, as requests and parsed answers. Pure: the hook's sync and async transports
+(``requests`` and ``aiohttp``) send these same requests and read answers with these same functions.
+
+Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GET /api/jobs/{id}``,
+``GET /api/jobs/{id}/logs``, WebSocket ``/api/jobs/{id}/logs/tail``, ``POST /api/jobs/{id}/stop``,
+``GET /api/jobs/``, ``GET /api/version``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from airflow_provider_flyray.errors import RayJobsApiError
+
+LOG_TAIL_LINES = 50
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """Everything needed to submit one Ray job. Contains no credentials: it travels in trigger kwargs."""
+
+    submission_id: str
+    entrypoint: str
+    runtime_env: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    entrypoint_num_cpus: float | None = None
+    entrypoint_num_gpus: float | None = None
+    entrypoint_memory: int | None = None
+    entrypoint_resources: dict[str, float] | None = None
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"entrypoint": self.entrypoint, "submission_id": self.submission_id}
+        for key in (
+            "runtime_env",
+            "entrypoint_num_cpus",
+            "entrypoint_num_gpus",
+            "entrypoint_memory",
+            "entrypoint_resources",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        if self.metadata:
+            body["metadata"] = dict(self.metadata)
+        return body
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "submission_id": self.submission_id,
+            "entrypoint": self.entrypoint,
+            "runtime_env": self.runtime_env,
+            "metadata": dict(self.metadata),
+            "entrypoint_num_cpus": self.entrypoint_num_cpus,
+            "entrypoint_num_gpus": self.entrypoint_num_gpus,
+            "entrypoint_memory": self.entrypoint_memory,
+            "entrypoint_resources": self.entrypoint_resources,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSubmission:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    method: str
+    path: str
+    json: dict[str, Any] | None = None
+
+
+def version_request() -> ApiRequest:
+    return ApiRequest("GET", "/api/version")
+
+
+def submit_request(submission: JobSubmission) -> ApiRequest:
+    return ApiRequest("POST", "/api/jobs/", submission.body())
+
+
+def get_job_request(submission_id: str) -> ApiRequest:
+    return ApiRequest("GET", f"/api/jobs/{quote(submission_id, safe='')}")
+
+
+def list_jobs_request() -> ApiRequest:
+    return ApiRequest("GET", "/api/jobs/")
+
+
+def logs_request(submission_id: str) -> ApiRequest:
+    return ApiRequest("GET", f"/api/jobs/{quote(submission_id, safe='')}/logs")
+
+
+def stop_request(submission_id: str) -> ApiRequest:
+    return ApiRequest("POST", f"/api/jobs/{quote(submission_id, safe='')}/stop")
+
+
+def tail_path(submission_id: str) -> str:
+    return f"/api/jobs/{quote(submission_id, safe='')}/logs/tail"
+
+
+def is_duplicate_submission(status: int, text: str) -> bool:
+    """Ray answers a reused submission_id with an error (500 with a traceback on 2.60) naming it."""
+    return status >= 400 and "already exists" in text
+
+
+def error_for(status: int, text: str, what: str) -> RayJobsApiError:
+    """A readable error for a failed Jobs API call: the Ray traceback is cut to its last line."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    detail = lines[-1] if lines else ""
+    if status == 401:
+        hint = "the Ray dashboard requires a token: set `dashboard_token` on the connection"
+    elif status == 403:
+        hint = "the Ray dashboard refused the token: check the connection's `dashboard_token`"
+    elif status == 404:
+        hint = "not found"
+    else:
+        hint = detail[:500]
+    return RayJobsApiError(f"{what} failed with HTTP {status}: {hint}", status=status)
+
+
+def last_lines(text: str, count: int = LOG_TAIL_LINES) -> list[str]:
+    return text.rstrip("\n").splitlines()[-count:] if text else []
+
+
+def jobs_of_task(jobs: list[dict[str, Any]], task_key: str) -> list[dict[str, Any]]:
+    """Jobs submitted for any try of one task instance, oldest first."""
+    mine = [j for j in jobs if (j.get("metadata") or {}).get("airflow_task_key") == task_key]
+    return sorted(mine, key=lambda j: j.get("start_time") or 0)
+
+
+@dataclass(frozen=True, repr=False)
+class DashboardEndpoint:
+    """Where and how to reach one Ray dashboard. Holds credentials: never log, serialise or persist it."""
+
+    base_url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    verify_tls: bool = True
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + path
+
+    def ws_url(self, path: str) -> str:
+        url = self.url(path)
+        return "wss://" + url[len("https://") :] if url.startswith("https://") else "ws://" + url[len("http://") :]
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """For aiohttp: ``False`` disables verification, a context carries a CA and client certificate."""
+        if not self.base_url.startswith("https://"):
+            return True
+        if not self.verify_tls:
+            return False
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert_file:
+            context.load_cert_chain(self.client_cert_file, self.client_key_file)
+        return context
+
+    def requests_kwargs(self) -> dict[str, Any]:
+        """For ``requests``: the same TLS settings."""
+        kwargs: dict[str, Any] = {"verify": (self.ca_file or True) if self.verify_tls else False}
+        if self.client_cert_file:
+            kwargs["cert"] = (self.client_cert_file, self.client_key_file)
+        return kwargs
+
+    def __repr__(self) -> str:
+        return f"DashboardEndpoint({self.base_url!r}, headers=<{len(self.headers)} hidden>)"

@@ -1,0 +1,3 @@
+from airflow_provider_flyray.operators.ray import FlyteRayOperator
+
+__all__ = ["FlyteRayOperator"]

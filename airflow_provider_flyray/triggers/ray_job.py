@@ -1,0 +1,409 @@
+"""RayJobTrigger: waits, in the triggerer, for the cluster to start and the Ray job to end.
+
+It submits the job exactly once (deterministic submission id; a retry adopts a still-running job of an
+earlier try), streams the job's log lines into the task log, notices the end as soon as the log tail
+closes (confirmed by the job status, never decided by a dropped stream), and enforces the startup and
+execution deadlines. It yields one event holding everything ``execute_complete`` needs.
+
+A triggerer restart runs :meth:`run` again from the top with the same kwargs: every step derives its
+progress from Kubernetes and Ray, never from memory. :meth:`cleanup` deletes nothing; :meth:`on_kill`
+(a user marked the task failed or cleared it) stops the job and applies the cluster policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_flyray import jobs_api
+from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.config import OnFinishAction
+from airflow_provider_flyray.connection import ConnectionSettings, browser_dashboard_url
+from airflow_provider_flyray.errors import ClusterGoneError, DashboardUnreachableError, FlyrayError, RayJobsApiError
+from airflow_provider_flyray.hooks.ray_cluster import AsyncRaySession, RayClusterHook
+from airflow_provider_flyray.jobs_api import DashboardEndpoint, JobSubmission
+from airflow_provider_flyray.manifest import head_service_name
+from airflow_provider_flyray.status import JobStatus, Startup, job_status_of
+
+DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT = 120.0
+
+
+class RayJobTrigger(BaseTrigger):
+    """Wait for a Ray cluster, submit a Ray job once, stream its logs and report how it ended.
+
+    :param ray_conn_id: ``flyray`` connection id (credentials are looked up here, never passed in).
+    :param cluster: a :class:`~airflow_provider_flyray.cluster.ClusterRef` as a dict.
+    :param submission: a :class:`~airflow_provider_flyray.jobs_api.JobSubmission` as a dict.
+    :param owner_key: the task-instance key (without try) that owns the cluster and the job.
+    :param poll_interval: seconds between job status checks (the log tail ends waits earlier).
+    :param startup_deadline: epoch seconds by which the cluster must be ready, or None.
+    :param deadline: epoch seconds of the task's execution_timeout, or None.
+    :param get_logs: stream the job's log lines into the task log.
+    :param on_finish_action: cluster policy, applied by ``on_kill``; the worker applies it otherwise.
+    :param keep_alive_seconds: after the job ends, keep waiting this long before reporting (Flyte's
+        ``ttl_seconds_after_finished``), so the dashboard stays inspectable without holding a worker.
+    :param submit_only: return as soon as the job is submitted (``wait_for_completion=False``).
+    """
+
+    def __init__(
+        self,
+        *,
+        ray_conn_id: str | None,
+        cluster: dict[str, Any],
+        submission: dict[str, Any],
+        owner_key: str,
+        poll_interval: float = 5.0,
+        startup_deadline: float | None = None,
+        deadline: float | None = None,
+        get_logs: bool = True,
+        on_finish_action: str = OnFinishAction.DELETE_CLUSTER.value,
+        keep_alive_seconds: int | None = None,
+        submit_only: bool = False,
+        dashboard_unreachable_timeout: float = DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT,
+    ) -> None:
+        super().__init__()
+        self.ray_conn_id = ray_conn_id
+        self.cluster = cluster
+        self.submission = submission
+        self.owner_key = owner_key
+        self.poll_interval = float(poll_interval)
+        self.startup_deadline = startup_deadline
+        self.deadline = deadline
+        self.get_logs = get_logs
+        self.on_finish_action = on_finish_action
+        self.keep_alive_seconds = keep_alive_seconds
+        self.submit_only = submit_only
+        self.dashboard_unreachable_timeout = float(dashboard_unreachable_timeout)
+        # Set once the job is known on the cluster (this try's id, or an adopted earlier try's id).
+        self._active_submission_id: str | None = None
+        self._endpoint: DashboardEndpoint | None = None
+        self._settings: ConnectionSettings | None = None
+        self._shown_chars = 0
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "ray_conn_id": self.ray_conn_id,
+                "cluster": self.cluster,
+                "submission": self.submission,
+                "owner_key": self.owner_key,
+                "poll_interval": self.poll_interval,
+                "startup_deadline": self.startup_deadline,
+                "deadline": self.deadline,
+                "get_logs": self.get_logs,
+                "on_finish_action": self.on_finish_action,
+                "keep_alive_seconds": self.keep_alive_seconds,
+                "submit_only": self.submit_only,
+                "dashboard_unreachable_timeout": self.dashboard_unreachable_timeout,
+            },
+        )
+
+    @property
+    def ref(self) -> ClusterRef:
+        return ClusterRef.from_dict(self.cluster)
+
+    @property
+    def job(self) -> JobSubmission:
+        return JobSubmission.from_dict(self.submission)
+
+    def _session(self) -> AsyncRaySession:
+        return RayClusterHook(self.ray_conn_id).async_session(log=self.log)
+
+    # ---- the wait -----------------------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        async with self._session() as session:
+            self._settings = session.settings
+            try:
+                payload = await self._run(session)
+            except (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError) as exc:
+                payload = self._payload("error", reason=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                self.log.exception("RayJobTrigger failed unexpectedly")
+                payload = self._payload("error", reason=f"unexpected {type(exc).__name__}: {exc}")
+        yield TriggerEvent(payload)
+
+    async def _run(self, session: AsyncRaySession) -> dict[str, Any]:
+        ref = self.ref
+        verdict_reason = await self._wait_for_cluster(session, ref)
+        if verdict_reason is not None:
+            return verdict_reason
+        self._endpoint = await session.dashboard_endpoint(ref)
+        if (failure := await self._wait_for_dashboard(session, ref)) is not None:
+            return failure
+        submission_id = await self._ensure_submitted(session)
+        if self.submit_only:
+            return self._payload("submitted", job_status=JobStatus.PENDING.value, submission_id=submission_id)
+        return await self._wait_for_job(session, ref, submission_id)
+
+    def _seconds_left(self, deadline: float | None) -> float | None:
+        return None if deadline is None else deadline - time.time()
+
+    async def _wait_for_cluster(self, session: AsyncRaySession, ref: ClusterRef) -> dict[str, Any] | None:
+        if ref.backend is not Backend.KUBERNETES:
+            return None
+        deadlines = [d for d in (self.startup_deadline, self.deadline) if d is not None]
+        started = time.time()
+        verdict = await session.wait_until_ready(ref, min(deadlines) if deadlines else None)
+        if verdict.state is Startup.READY:
+            self.log.info("%s is ready after %.1fs", ref.describe(), time.time() - started)
+            return None
+        if self.deadline is not None and time.time() >= self.deadline:
+            return self._payload("timeout", reason=f"execution_timeout reached while {ref.describe()} was starting")
+        return self._payload("failed", reason=f"the Ray cluster did not start: {verdict.reason}", phase="startup")
+
+    async def _wait_for_dashboard(self, session: AsyncRaySession, ref: ClusterRef) -> dict[str, Any] | None:
+        """The Jobs API answers a little after the head is Ready (and a local head needs seconds)."""
+        assert self._endpoint is not None
+        deadlines = [d for d in (self.startup_deadline, self.deadline) if d is not None]
+        limit = min(deadlines) if deadlines else time.time() + self.dashboard_unreachable_timeout
+        delay = 0.1
+        while True:
+            try:
+                await session.version(self._endpoint)
+                return None
+            except (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError) as exc:
+                if isinstance(exc, RayJobsApiError) and exc.status in (401, 403):
+                    raise
+                last_error = f"{type(exc).__name__}: {exc}"
+            if ref.backend is Backend.LOCAL:
+                from airflow_provider_flyray.hooks.local_ray import local_cluster_alive, local_startup_output
+
+                if not await asyncio.to_thread(local_cluster_alive, ref):
+                    output = await asyncio.to_thread(local_startup_output, ref)
+                    return self._payload(
+                        "failed", reason=f"the local Ray head exited during startup:\n{output}", phase="startup"
+                    )
+            if time.time() >= limit:
+                if self.deadline is not None and time.time() >= self.deadline:
+                    return self._payload(
+                        "timeout", reason="execution_timeout reached before the Ray dashboard answered"
+                    )
+                return self._payload(
+                    "failed",
+                    reason=f"the Ray dashboard of {ref.describe()} did not answer: {last_error}",
+                    phase="startup",
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _ensure_submitted(self, session: AsyncRaySession) -> str:
+        """Exactly once: this try's job if it exists, else a live job of an earlier try, else submit."""
+        assert self._endpoint is not None
+        job = self.job
+        if await session.get_job(self._endpoint, job.submission_id) is not None:
+            self.log.info("Ray job %s already submitted; following it", job.submission_id)
+            self._active_submission_id = job.submission_id
+            return job.submission_id
+        for earlier in jobs_api.jobs_of_task(await session.list_jobs(self._endpoint), self.owner_key):
+            if not job_status_of(earlier).is_terminal:
+                adopted = str(earlier.get("submission_id"))
+                self.log.info("Reattaching to Ray job %s of an earlier try (still %s)", adopted, earlier.get("status"))
+                self._active_submission_id = adopted
+                return adopted
+        submission_id = await session.submit_job(self._endpoint, job)
+        self._active_submission_id = submission_id
+        self.log.info("Submitted Ray job %s: %s", submission_id, job.entrypoint)
+        return submission_id
+
+    async def _wait_for_job(self, session: AsyncRaySession, ref: ClusterRef, submission_id: str) -> dict[str, Any]:
+        assert self._endpoint is not None
+        endpoint = self._endpoint
+        tail_done = asyncio.Event()
+        tail_task = (
+            asyncio.create_task(self._stream_logs(session, endpoint, submission_id, tail_done))
+            if self.get_logs
+            else None
+        )
+        unreachable_since: float | None = None
+        try:
+            while True:
+                try:
+                    info = await session.get_job(endpoint, submission_id)
+                    unreachable_since = None
+                except (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError) as exc:
+                    if isinstance(exc, RayJobsApiError) and exc.status is not None and exc.status < 500:
+                        raise
+                    await self._raise_if_cluster_gone(session, ref)
+                    unreachable_since = unreachable_since or time.time()
+                    if time.time() - unreachable_since > self.dashboard_unreachable_timeout:
+                        raise DashboardUnreachableError(
+                            f"the Ray dashboard of {ref.describe()} has been unreachable for "
+                            f"{time.time() - unreachable_since:.0f}s ({type(exc).__name__}: {exc})"
+                        ) from None
+                    self.log.warning("Ray dashboard unreachable (%s); retrying", type(exc).__name__)
+                    info = None
+                if info is None and unreachable_since is None:
+                    await self._raise_if_cluster_gone(session, ref)
+                    raise RayJobsApiError(f"Ray job {submission_id} disappeared from {ref.describe()}")
+                if info is not None and job_status_of(info).is_terminal:
+                    return await self._finished(session, ref, endpoint, info, tail_task)
+                left = self._seconds_left(self.deadline)
+                if left is not None and left <= 0:
+                    stopped = await self._stop_quietly(session, endpoint, submission_id)
+                    return self._payload(
+                        "timeout",
+                        reason=f"execution_timeout reached; Ray job {submission_id} "
+                        f"{'stopped' if stopped else 'stop requested'}",
+                        submission_id=submission_id,
+                        log_tail=await self._log_tail(session, endpoint, submission_id),
+                    )
+                wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
+                if unreachable_since is not None:
+                    wait = min(wait, 2.0)
+                # The log tail closing is the instant end-of-job signal; the status check confirms it.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(tail_done.wait(), timeout=wait)
+                if tail_done.is_set() and tail_task is not None and tail_task.done():
+                    tail_done.clear()
+                    tail_task = asyncio.create_task(self._stream_logs(session, endpoint, submission_id, tail_done))
+                    await asyncio.sleep(0.2)
+        finally:
+            if tail_task is not None:
+                tail_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await tail_task
+
+    async def _raise_if_cluster_gone(self, session: AsyncRaySession, ref: ClusterRef) -> None:
+        if ref.backend is Backend.KUBERNETES:
+            cluster = await session.get_cluster(ref)
+            if cluster is None or (cluster.get("metadata") or {}).get("deletionTimestamp"):
+                raise ClusterGoneError(f"{ref.describe()} was deleted while the Ray job was running")
+        elif ref.backend is Backend.LOCAL:
+            from airflow_provider_flyray.hooks.local_ray import local_cluster_alive
+
+            if not await asyncio.to_thread(local_cluster_alive, ref):
+                raise ClusterGoneError(f"{ref.describe()} exited while the Ray job was running")
+
+    async def _stream_logs(
+        self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str, done: asyncio.Event
+    ) -> None:
+        """Log lines into the task log. A re-opened tail replays from the start: skip what was shown."""
+        shown = self._shown_chars
+        seen = 0
+        partial = ""
+        try:
+            async for chunk in session.tail_job_logs(endpoint, submission_id):
+                start = max(0, shown - seen)
+                seen += len(chunk)
+                if start >= len(chunk):
+                    continue
+                text = partial + chunk[start:]
+                *lines, partial = text.split("\n")
+                for line in lines:
+                    self.log.info("[ray] %s", line)
+                shown = seen
+                self._shown_chars = shown
+            if partial:
+                self.log.info("[ray] %s", partial)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self.log.debug("log tail of %s dropped: %s", submission_id, exc)
+            await asyncio.sleep(1)
+        finally:
+            done.set()
+
+    async def _finished(
+        self,
+        session: AsyncRaySession,
+        ref: ClusterRef,
+        endpoint: DashboardEndpoint,
+        info: dict[str, Any],
+        tail_task: asyncio.Task[None] | None,
+    ) -> dict[str, Any]:
+        submission_id = str(info.get("submission_id") or self._active_submission_id)
+        if tail_task is not None:
+            # Let the tail flush its last lines (it closes by itself once the job has ended).
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(tail_task), timeout=2)
+        status = job_status_of(info)
+        outcome = {JobStatus.SUCCEEDED: "success", JobStatus.STOPPED: "stopped"}.get(status, "failed")
+        reason = (
+            ""
+            if outcome == "success"
+            else f"Ray job {submission_id} {status.value}: {info.get('message') or ''}".strip()
+        )
+        payload = self._payload(
+            outcome,
+            job_status=status.value,
+            submission_id=submission_id,
+            reason=reason,
+            message=info.get("message"),
+            driver_exit_code=info.get("driver_exit_code"),
+            start_time=info.get("start_time"),
+            end_time=info.get("end_time"),
+            log_tail=await self._log_tail(session, endpoint, submission_id),
+        )
+        if self.keep_alive_seconds and ref.owned:
+            keep = float(self.keep_alive_seconds)
+            left = self._seconds_left(self.deadline)
+            if left is not None:
+                keep = max(0.0, min(keep, left))
+            self.log.info("Keeping %s for %.0fs (ttl_seconds_after_finished) before cleanup", ref.describe(), keep)
+            await asyncio.sleep(keep)
+        return payload
+
+    async def _log_tail(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> list[str]:
+        with contextlib.suppress(Exception):
+            return jobs_api.last_lines(await session.get_job_logs(endpoint, submission_id))
+        return []
+
+    async def _stop_quietly(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> bool:
+        try:
+            return await session.stop_job(endpoint, submission_id)
+        except Exception as exc:
+            self.log.warning("Could not stop Ray job %s: %s", submission_id, exc)
+            return False
+
+    def _payload(self, status: str, **fields: Any) -> dict[str, Any]:
+        ref = self.ref
+        payload: dict[str, Any] = {
+            "status": status,
+            "cluster": self.cluster,
+            "submission_id": fields.pop("submission_id", None) or self._active_submission_id or self.job.submission_id,
+            "dashboard_url": self._browser_url(ref),
+            "reason": "",
+            "log_tail": [],
+        }
+        payload.update(fields)
+        return payload
+
+    def _browser_url(self, ref: ClusterRef) -> str | None:
+        if self._endpoint is None:
+            return ref.address
+        if ref.backend is not Backend.KUBERNETES:
+            return self._endpoint.base_url
+        if self._settings is None:
+            return None
+        return browser_dashboard_url(
+            self._settings,
+            namespace=ref.namespace,
+            cluster=ref.name,
+            service=head_service_name(ref.name),
+            direct_url=self._endpoint.base_url,
+        )
+
+    # ---- user kill ----------------------------------------------------------------------------------
+
+    async def on_kill(self) -> None:
+        """The user marked the deferred task failed/success or cleared it: stop the job, apply the policy."""
+        ref = self.ref
+        async with self._session() as session:
+            with contextlib.suppress(Exception):
+                endpoint = self._endpoint or await session.dashboard_endpoint(ref)
+                for submission_id in {self._active_submission_id, self.job.submission_id} - {None}:
+                    assert submission_id is not None
+                    if await self._stop_quietly(session, endpoint, submission_id):
+                        self.log.info("Stopped Ray job %s (task killed)", submission_id)
+            if ref.owned and self.on_finish_action != OnFinishAction.KEEP_CLUSTER.value:
+                try:
+                    await session.delete_cluster(ref, self.owner_key)
+                    self.log.info("Deleted %s (task killed)", ref.describe())
+                except Exception as exc:
+                    self.log.warning("Could not delete %s: %s", ref.describe(), exc)
