@@ -460,9 +460,7 @@ class AsyncRaySession:
     up asynchronously; nothing here blocks the event loop.
     """
 
-    def __init__(
-        self, ray_conn_id: str | None, namespace: str | None = None, log: Any = None
-    ) -> None:
+    def __init__(self, ray_conn_id: str | None, namespace: str | None = None, log: Any = None) -> None:
         self.ray_conn_id = ray_conn_id
         self._namespace_override = namespace
         self.settings: ConnectionSettings = ConnectionSettings()
@@ -705,7 +703,9 @@ class AsyncRaySession:
         if ref.backend is Backend.KUBERNETES and not ref.address and settings.dashboard_access is DashboardAccess.PROXY:
             configuration = (await self.kube()).configuration
             return kube_auth_endpoint(
-                configuration, proxy_dashboard_url(str(configuration.host), ref), token_headers(token, DashboardAccess.PROXY)
+                configuration,
+                proxy_dashboard_url(str(configuration.host), ref),
+                token_headers(token, DashboardAccess.PROXY),
             )
         url = direct_dashboard_url(settings, ref, cluster)
         if url is None:

@@ -32,6 +32,7 @@ from airflow_provider_flyray.manifest import head_service_name
 from airflow_provider_flyray.status import JobStatus, Startup, job_status_of
 
 DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT = 120.0
+MIN_STATUS_GAP = 0.5
 
 
 class RayJobTrigger(BaseTrigger):
@@ -216,15 +217,18 @@ class RayJobTrigger(BaseTrigger):
     async def _wait_for_job(self, session: AsyncRaySession, ref: ClusterRef, submission_id: str) -> dict[str, Any]:
         assert self._endpoint is not None
         endpoint = self._endpoint
-        tail_done = asyncio.Event()
+        # Set by the log tail on new output and when it closes: both hint that the job may have ended.
+        wake = asyncio.Event()
+        last_check = 0.0
         tail_task = (
-            asyncio.create_task(self._stream_logs(session, endpoint, submission_id, tail_done))
-            if self.get_logs
-            else None
+            asyncio.create_task(self._stream_logs(session, endpoint, submission_id, wake)) if self.get_logs else None
         )
         unreachable_since: float | None = None
         try:
             while True:
+                # Output bursts wake the loop; never check the status more than twice a second.
+                await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
+                last_check = time.monotonic()
                 try:
                     info = await session.get_job(endpoint, submission_id)
                     unreachable_since = None
@@ -258,13 +262,14 @@ class RayJobTrigger(BaseTrigger):
                 wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
                 if unreachable_since is not None:
                     wait = min(wait, 2.0)
-                # The log tail closing is the instant end-of-job signal; the status check confirms it.
+                wake.clear()
+                if tail_task is not None and tail_task.done() and info is not None:
+                    # The tail closed but the job is not over: the stream dropped, so re-open it.
+                    tail_task = asyncio.create_task(self._stream_logs(session, endpoint, submission_id, wake))
+                # The log tail closing is the instant end-of-job signal; the status check at the top
+                # of the loop confirms it (a dropped stream never decides the job's state).
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(tail_done.wait(), timeout=wait)
-                if tail_done.is_set() and tail_task is not None and tail_task.done():
-                    tail_done.clear()
-                    tail_task = asyncio.create_task(self._stream_logs(session, endpoint, submission_id, tail_done))
-                    await asyncio.sleep(0.2)
+                    await asyncio.wait_for(wake.wait(), timeout=wait)
         finally:
             if tail_task is not None:
                 tail_task.cancel()
@@ -283,31 +288,29 @@ class RayJobTrigger(BaseTrigger):
                 raise ClusterGoneError(f"{ref.describe()} exited while the Ray job was running")
 
     async def _stream_logs(
-        self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str, done: asyncio.Event
+        self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str, wake: asyncio.Event
     ) -> None:
         """Log lines into the task log. A re-opened tail replays from the start: skip what was shown."""
-        shown = self._shown_chars
+        already_shown = self._shown_chars
         seen = 0
         partial = ""
         try:
             async for chunk in session.tail_job_logs(endpoint, submission_id):
-                start = max(0, shown - seen)
-                seen += len(chunk)
-                if start >= len(chunk):
+                chunk_start, seen = seen, seen + len(chunk)
+                skip = max(0, already_shown - chunk_start)
+                if skip >= len(chunk):
                     continue
-                text = partial + chunk[start:]
-                *lines, partial = text.split("\n")
+                *lines, partial = (partial + chunk[skip:]).split("\n")
                 for line in lines:
                     self.log.info("[ray] %s", line)
-                shown = seen
-                self._shown_chars = shown
-            if partial:
-                self.log.info("[ray] %s", partial)
+                # Only complete lines count as shown: a partial one is re-read if the stream drops.
+                self._shown_chars = seen - len(partial)
+                wake.set()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.log.debug("log tail of %s dropped: %s", submission_id, exc)
             await asyncio.sleep(1)
         finally:
-            done.set()
+            wake.set()
 
     async def _finished(
         self,
@@ -319,9 +322,15 @@ class RayJobTrigger(BaseTrigger):
     ) -> dict[str, Any]:
         submission_id = str(info.get("submission_id") or self._active_submission_id)
         if tail_task is not None:
-            # Let the tail flush its last lines (it closes by itself once the job has ended).
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(asyncio.shield(tail_task), timeout=2)
+            # Ray closes the tail seconds after the job ends: don't wait for it, read the rest instead.
+            tail_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await tail_task
+        logs = await self._full_logs(session, endpoint, submission_id)
+        if self.get_logs and len(logs) > self._shown_chars:
+            for line in logs[self._shown_chars :].rstrip("\n").split("\n"):
+                self.log.info("[ray] %s", line)
+            self._shown_chars = len(logs)
         status = job_status_of(info)
         outcome = {JobStatus.SUCCEEDED: "success", JobStatus.STOPPED: "stopped"}.get(status, "failed")
         reason = (
@@ -338,7 +347,7 @@ class RayJobTrigger(BaseTrigger):
             driver_exit_code=info.get("driver_exit_code"),
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
-            log_tail=await self._log_tail(session, endpoint, submission_id),
+            log_tail=jobs_api.last_lines(logs),
         )
         if self.keep_alive_seconds and ref.owned:
             keep = float(self.keep_alive_seconds)
@@ -349,10 +358,15 @@ class RayJobTrigger(BaseTrigger):
             await asyncio.sleep(keep)
         return payload
 
+    async def _full_logs(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> str:
+        try:
+            return await session.get_job_logs(endpoint, submission_id)
+        except Exception as exc:
+            self.log.warning("Could not read the logs of Ray job %s: %s", submission_id, exc)
+            return ""
+
     async def _log_tail(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> list[str]:
-        with contextlib.suppress(Exception):
-            return jobs_api.last_lines(await session.get_job_logs(endpoint, submission_id))
-        return []
+        return jobs_api.last_lines(await self._full_logs(session, endpoint, submission_id))
 
     async def _stop_quietly(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> bool:
         try:
