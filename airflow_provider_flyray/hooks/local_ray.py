@@ -131,6 +131,9 @@ def local_cluster_pids(ref: ClusterRef) -> list[int]:
 def local_cluster_alive(ref: ClusterRef) -> bool:
     if not ref.local_pgid:
         return False
+    # When this process started the head (non-deferrable path) a dead head is our zombie: reap it.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(ref.local_pgid, os.WNOHANG)
     try:
         os.killpg(ref.local_pgid, 0)
     except (ProcessLookupError, PermissionError):

@@ -124,8 +124,8 @@ class RayJobTrigger(BaseTrigger):
             self._settings = session.settings
             try:
                 payload = await self._run(session)
-            except (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError) as exc:
-                payload = self._payload("error", reason=f"{type(exc).__name__}: {exc}")
+            except (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError, OSError) as exc:
+                payload = await self._explain(session, exc)
             except Exception as exc:
                 self.log.exception("RayJobTrigger failed unexpectedly")
                 payload = self._payload("error", reason=f"unexpected {type(exc).__name__}: {exc}")
@@ -143,6 +143,28 @@ class RayJobTrigger(BaseTrigger):
         if self.submit_only:
             return self._payload("submitted", job_status=JobStatus.PENDING.value, submission_id=submission_id)
         return await self._wait_for_job(session, ref, submission_id)
+
+    async def _explain(self, session: AsyncRaySession, exc: BaseException) -> dict[str, Any]:
+        """Turn an error into a reason: a cluster that died explains a dashboard that went away."""
+        reason = f"{type(exc).__name__}: {exc}"
+        ref = self.ref
+        if not isinstance(exc, ClusterGoneError):
+            try:
+                if ref.backend is Backend.LOCAL:
+                    # A head that fails after its dashboard came up takes a moment to exit.
+                    for _ in range(25):
+                        await self._raise_if_cluster_gone(session, ref)
+                        await asyncio.sleep(0.2)
+                await self._raise_if_cluster_gone(session, ref)
+            except ClusterGoneError as gone:
+                reason = f"{gone} ({reason})"
+                if ref.backend is Backend.LOCAL:
+                    from airflow_provider_flyray.hooks.local_ray import local_startup_output
+
+                    reason += ":\n" + await asyncio.to_thread(local_startup_output, ref)
+            except Exception:  # the original error stays the reason
+                pass
+        return self._payload("error", reason=reason)
 
     def _seconds_left(self, deadline: float | None) -> float | None:
         return None if deadline is None else deadline - time.time()
@@ -285,7 +307,7 @@ class RayJobTrigger(BaseTrigger):
             from airflow_provider_flyray.hooks.local_ray import local_cluster_alive
 
             if not await asyncio.to_thread(local_cluster_alive, ref):
-                raise ClusterGoneError(f"{ref.describe()} exited while the Ray job was running")
+                raise ClusterGoneError(f"{ref.describe()} exited")
 
     async def _stream_logs(
         self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str, wake: asyncio.Event

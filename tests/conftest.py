@@ -1,0 +1,42 @@
+"""Shared test set-up: an isolated AIRFLOW_HOME, a local Ray head, the KubeRay control plane fixture."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Airflow reads its configuration at import time: isolate it before anything imports airflow.
+_AIRFLOW_HOME = Path(os.environ.get("FLYRAY_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="flyray-airflow-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+os.environ["AIRFLOW_CONN_RAY_LOCAL"] = '{"conn_type": "flyray", "extra": {"backend": "local"}}'
+
+import pytest  # noqa: E402
+
+from tests.kube.fixtures import kube_control_plane  # noqa: E402,F401  (session fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """A migrated metadata DB (SQLite) for `airflow dags test` runs."""
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=300,
+    )
+    return airflow_home

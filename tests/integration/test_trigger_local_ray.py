@@ -1,0 +1,223 @@
+"""RayJobTrigger against a real Ray head (local processes): submission, logs, end, failures, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+import pytest
+
+from airflow_provider_flyray.cluster import ClusterRef
+from airflow_provider_flyray.hooks.local_ray import local_cluster_pids, start_local_cluster
+from airflow_provider_flyray.jobs_api import JobSubmission
+from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submission_id_for
+from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
+from tests.integration.conftest import rest
+
+pytestmark = pytest.mark.ray
+
+
+def make_trigger(ref: ClusterRef, entrypoint: str, *, try_number: int = 1, key: str | None = None, **kwargs) -> RayJobTrigger:
+    identity = TaskIdentity("dag", "task", key or uuid.uuid4().hex, try_number=try_number)
+    submission = JobSubmission(submission_id_for(identity), entrypoint, metadata=job_metadata_for(identity))
+    kwargs.setdefault("poll_interval", 1.0)
+    return RayJobTrigger(
+        ray_conn_id="ray_local", cluster=ref.to_dict(), submission=submission.to_dict(), owner_key=identity.task_key, **kwargs
+    )
+
+
+async def first_event(trigger: RayJobTrigger) -> dict:
+    async for event in trigger.run():
+        return dict(event.payload)
+    raise AssertionError("no event")
+
+
+def run(trigger: RayJobTrigger, timeout: float = 120) -> dict:
+    return asyncio.run(asyncio.wait_for(first_event(trigger), timeout))
+
+
+def jobs_with_key(ref: ClusterRef, task_key: str) -> list[dict]:
+    return [j for j in rest(ref.address + "/api/jobs/") if (j.get("metadata") or {}).get("airflow_task_key") == task_key]
+
+
+@pytest.fixture
+def trigger_logs(capsys):
+    """The trigger's log lines (Airflow's structlog writes them to stdout outside a triggerer)."""
+
+    def read() -> list[str]:
+        return [line for line in capsys.readouterr().out.splitlines() if "[ray]" in line]
+
+    return read
+
+
+def test_job_succeeds_and_its_lines_reach_the_task_log(address_ref, trigger_logs):
+    trigger = make_trigger(address_ref, "python -c \"print('line one'); print('line two')\"")
+    event = run(trigger)
+    assert event["status"] == "success" and event["job_status"] == "SUCCEEDED"
+    assert event["driver_exit_code"] == 0
+    assert "line two" in event["log_tail"]
+    lines = trigger_logs()
+    assert any("[ray] line one" in m for m in lines), lines
+    # Each line is shown once even though the tail and the final read overlap.
+    assert sum("[ray] line two " in m + " " for m in lines) == 1, lines
+    assert event["dashboard_url"] == address_ref.address
+    assert len(jobs_with_key(address_ref, trigger.owner_key)) == 1
+
+
+def test_failed_job_reports_exit_code_and_last_lines(address_ref):
+    event = run(make_trigger(address_ref, "python -c \"print('about to fail'); raise SystemExit(3)\""))
+    assert event["status"] == "failed" and event["job_status"] == "FAILED"
+    assert event["driver_exit_code"] == 3
+    assert "about to fail" in event["log_tail"]
+    assert "FAILED" in event["reason"]
+
+
+def test_restarted_trigger_follows_the_same_job(address_ref):
+    """A triggerer restart re-runs run() from the top: it must find the job, not submit a second one."""
+    first = make_trigger(address_ref, "sleep 4; echo done")
+
+    async def start_then_cancel() -> None:
+        task = asyncio.create_task(first_event(first))
+        while not jobs_with_key(address_ref, first.owner_key):
+            await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(start_then_cancel())
+    again = RayJobTrigger(**first.serialize()[1])
+    event = run(again)
+    assert event["status"] == "success"
+    jobs = jobs_with_key(address_ref, first.owner_key)
+    assert [j["submission_id"] for j in jobs] == [first.job.submission_id]
+
+
+def test_retry_adopts_the_running_job_of_an_earlier_try(address_ref):
+    key = uuid.uuid4().hex
+    earlier = make_trigger(address_ref, "sleep 3; echo from-try-1", key=key, try_number=1)
+    rest(address_ref.address + "/api/jobs/", "POST", earlier.job.body())
+    retry = make_trigger(address_ref, "echo from-try-2", key=key, try_number=2)
+    event = run(retry)
+    assert event["status"] == "success"
+    assert event["submission_id"] == earlier.job.submission_id
+    assert "from-try-1" in event["log_tail"]
+    assert len(jobs_with_key(address_ref, earlier.owner_key)) == 1
+
+
+def test_retry_after_a_finished_try_submits_its_own_job(address_ref):
+    key = uuid.uuid4().hex
+    assert run(make_trigger(address_ref, "exit 1", key=key, try_number=1))["status"] == "failed"
+    event = run(make_trigger(address_ref, "echo second", key=key, try_number=2))
+    assert event["status"] == "success" and event["submission_id"].endswith("-try2")
+
+
+def test_execution_deadline_stops_the_job(address_ref):
+    trigger = make_trigger(address_ref, "sleep 120", deadline=time.time() + 6)
+    started = time.time()
+    event = run(trigger)
+    assert event["status"] == "timeout" and "execution_timeout" in event["reason"]
+    assert time.time() - started < 20
+    deadline = time.time() + 20
+    while rest(address_ref.address + f"/api/jobs/{event['submission_id']}")["status"] != "STOPPED":
+        assert time.time() < deadline, "the job was not stopped"
+        time.sleep(0.5)
+
+
+def test_job_stopped_from_outside_is_reported_as_stopped(address_ref):
+    trigger = make_trigger(address_ref, "sleep 120")
+
+    async def scenario() -> dict:
+        task = asyncio.create_task(first_event(trigger))
+        while not jobs_with_key(address_ref, trigger.owner_key):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(2)
+        rest(address_ref.address + f"/api/jobs/{trigger.job.submission_id}/stop", "POST")
+        return await asyncio.wait_for(task, 60)
+
+    event = asyncio.run(scenario())
+    assert event["status"] == "stopped" and event["job_status"] == "STOPPED"
+
+
+def test_trigger_never_blocks_the_event_loop(address_ref):
+    """The triggerer warns when one loop step takes > 0.2 s; asyncio's debug mode measures the same."""
+    slow: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "Executing" in record.getMessage():
+                slow.append(record.getMessage())
+
+    handler = Catch()
+    logging.getLogger("asyncio").addHandler(handler)
+
+    async def scenario() -> dict:
+        loop = asyncio.get_running_loop()
+        loop.slow_callback_duration = 0.1
+        return await first_event(make_trigger(address_ref, "for i in 1 2 3; do echo tick $i; sleep 1; done"))
+
+    try:
+        event = asyncio.run(scenario(), debug=True)
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert event["status"] == "success"
+    assert slow == []
+
+
+def test_local_backend_start_run_and_stop_leave_no_process():
+    """An owned local cluster: the trigger waits for its head; stopping kills even detached drivers."""
+    from airflow_provider_flyray.hooks.local_ray import stop_local_cluster
+
+    ref = start_local_cluster("own-head", num_cpus=1, object_store_memory=100_000_000)
+    try:
+        event = run(make_trigger(ref, "python -c \"print('local ok')\""))
+        assert event["status"] == "success" and "local ok" in event["log_tail"]
+        # A job that leaves a process in a session of its own (Ray's drivers run like that).
+        rest(ref.address + "/api/jobs/", "POST", {"entrypoint": "setsid sleep 600 & sleep 600", "submission_id": "detached"})
+        deadline = time.time() + 30
+        while rest(ref.address + "/api/jobs/detached")["status"] != "RUNNING":
+            assert time.time() < deadline
+            time.sleep(0.3)
+        time.sleep(1)
+        assert local_cluster_pids(ref)
+    finally:
+        stop_local_cluster(ref)
+    assert local_cluster_pids(ref) == []
+
+
+def test_local_head_that_cannot_start_fails_with_its_output():
+    ref = start_local_cluster("bad-head", num_cpus=-1)  # `ray start` refuses a negative CPU count
+    try:
+        event = run(make_trigger(ref, "echo never"), timeout=60)
+    finally:
+        from airflow_provider_flyray.hooks.local_ray import stop_local_cluster
+
+        stop_local_cluster(ref)
+    assert event["status"] in ("failed", "error")
+    # Whether it dies before or after its dashboard answered, the reason carries the head's own output.
+    assert "exited" in event["reason"] and "must be nonnegative" in event["reason"], event["reason"]
+
+
+def test_on_kill_stops_the_job_and_the_owned_local_cluster():
+    ref = start_local_cluster("killed-head", num_cpus=1, object_store_memory=100_000_000)
+    trigger = make_trigger(ref, "sleep 300")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(first_event(trigger))
+        deadline = time.time() + 60
+        while True:
+            try:
+                if jobs_with_key(ref, trigger.owner_key):
+                    break
+            except Exception:
+                pass
+            assert time.time() < deadline
+            await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await trigger.on_kill()
+
+    asyncio.run(scenario())
+    assert local_cluster_pids(ref) == []
