@@ -1,0 +1,114 @@
+"""Example and test DAGs run by real Airflow (`airflow dags test`) on the local Ray backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.airflow, pytest.mark.ray]
+
+
+def leftover_local_ray_processes() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if b"FLYRAY_LOCAL_CLUSTER=" in Path(f"/proc/{entry}/environ").read_bytes():
+                    pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+def dags_test(dag_id: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def test_dags_home(tmp_path_factory) -> dict[str, str]:
+    """A second AIRFLOW_HOME whose dags folder holds tests/dags (DAGs that fail on purpose)."""
+    home = tmp_path_factory.mktemp("airflow-test-dags")
+    dags = home / "dags"
+    shutil.copytree(REPO / "tests" / "dags", dags)
+    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env={**os.environ, **env})
+    return env
+
+
+def test_readme_demo_dag(airflow_db):
+    output = dags_test("example_flyray_local")
+    assert "FLYRAY_RESULT pi is about 3." in output, output[-3000:]
+    assert "state=success" in output
+    assert "Released local Ray cluster" in output
+    assert leftover_local_ray_processes() == []
+
+
+def test_mapped_dag_runs_one_cluster_per_map_index(airflow_db):
+    output = dags_test("example_flyray_mapped")
+    assert "FLYRAY_RESULT 4" in output and "FLYRAY_RESULT 9" in output, output[-3000:]
+    assert "state=success" in output
+    # Two different clusters: the map index is part of the name.
+    started = {line.split("Started local Ray cluster ")[1].split(" ")[0] for line in output.splitlines() if "Started local Ray cluster" in line}
+    assert len(started) == 2, started
+    assert leftover_local_ray_processes() == []
+
+
+def test_failing_job_fails_the_task_with_its_last_lines(test_dags_home):
+    output = dags_test("flyray_failing_job", test_dags_home)
+    assert "state=failed" in output
+    assert "FAILED" in output and "last 50 lines of the Ray job's log" in output, output[-3000:]
+    assert "FINAL WORDS" in output
+    assert leftover_local_ray_processes() == []
+
+
+def test_templated_fields_reach_the_job(test_dags_home):
+    output = dags_test("flyray_templated", test_dags_home)
+    assert "FLYRAY_RESULT hello-from-params hello-from-params" in output, output[-3000:]
+    assert "state=success" in output
+
+
+def test_non_deferrable_path(test_dags_home):
+    output = dags_test("flyray_blocking", test_dags_home)
+    assert "FLYRAY_RESULT blocking path" in output, output[-3000:]
+    assert "state=success" in output
+    assert "DEFERRED" not in output
+    assert leftover_local_ray_processes() == []
+
+
+def test_execution_timeout_while_deferred_stops_job_and_cluster(test_dags_home):
+    output = dags_test("flyray_timeout", test_dags_home)
+    assert "state=failed" in output
+    assert "timeout" in output and "execution_timeout reached" in output, output[-3000:]
+    assert leftover_local_ray_processes() == []
+
+
+def test_provider_is_registered_with_airflow(airflow_db):
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "get", "airflow-provider-flyray", "--full", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(result.stdout)
+    text = json.dumps(info)
+    assert "airflow_provider_flyray.links.ray.RayDashboardLink" in text
+    assert "flyray" in text
+    links = subprocess.run([sys.executable, "-m", "airflow", "providers", "links"], capture_output=True, text=True, check=True)
+    assert "RayJobLink" in links.stdout
+    triggers = subprocess.run([sys.executable, "-m", "airflow", "providers", "triggers"], capture_output=True, text=True, check=True)
+    assert "airflow_provider_flyray.triggers.ray_job" in triggers.stdout
