@@ -12,7 +12,7 @@ from airflow.sdk import DAG
 from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConfig, WorkerNodeConfig
 
 COUNT_NODES = (
-    "python -c \"import ray, socket; ray.init(); "
+    'python -c "import ray, socket; ray.init(); '
     "nodes = [n for n in ray.nodes() if n['Alive']]; "
     "hosts = ray.get([ray.remote(num_cpus=1)(socket.gethostname).remote() for _ in range({{ params.tasks }})]); "
     "print('FLYRAY_RESULT alive nodes:', len(nodes), 'task hosts:', sorted(set(hosts)))\""

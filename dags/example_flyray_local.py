@@ -12,7 +12,7 @@ from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConf
 
 # Estimates pi with Ray tasks; runs unchanged on a local head or a KubeRay cluster.
 ESTIMATE_PI = (
-    "python -c \"import ray, random; ray.init(); "
+    'python -c "import ray, random; ray.init(); '
     "f = ray.remote(lambda n: sum(random.random()**2 + random.random()**2 <= 1 for _ in range(n))); "
     "n = {{ params.samples }}; hits = sum(ray.get([f.remote(n) for _ in range(4)])); "
     "print('FLYRAY_RESULT pi is about', 4 * hits / (4 * n))\""
@@ -30,7 +30,9 @@ with DAG(
         task_id="estimate_pi",
         entrypoint=ESTIMATE_PI,
         ray_job_config=RayJobConfig(
-            head_node_config=HeadNodeConfig(requests={"cpu": "2"}, ray_start_params={"object-store-memory": "100000000"}),
+            head_node_config=HeadNodeConfig(
+                requests={"cpu": "2"}, ray_start_params={"object-store-memory": "100000000"}
+            ),
             runtime_env={"env_vars": {"MODE": "demo"}},
         ),
         ray_conn_id="ray_local",

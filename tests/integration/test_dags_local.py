@@ -46,7 +46,9 @@ def test_dags_home(tmp_path_factory) -> dict[str, str]:
     dags = home / "dags"
     shutil.copytree(REPO / "tests" / "dags", dags)
     env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env={**os.environ, **env})
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env={**os.environ, **env}
+    )
     return env
 
 
@@ -63,7 +65,11 @@ def test_mapped_dag_runs_one_cluster_per_map_index(airflow_db):
     assert "FLYRAY_RESULT 4" in output and "FLYRAY_RESULT 9" in output, output[-3000:]
     assert "state=success" in output
     # Two different clusters: the map index is part of the name.
-    started = {line.split("Started local Ray cluster ")[1].split(" ")[0] for line in output.splitlines() if "Started local Ray cluster" in line}
+    started = {
+        line.split("Started local Ray cluster ")[1].split(" ")[0]
+        for line in output.splitlines()
+        if "Started local Ray cluster" in line
+    }
     assert len(started) == 2, started
     assert leftover_local_ray_processes() == []
 
@@ -108,7 +114,11 @@ def test_provider_is_registered_with_airflow(airflow_db):
     text = json.dumps(info)
     assert "airflow_provider_flyray.links.ray.RayDashboardLink" in text
     assert "flyray" in text
-    links = subprocess.run([sys.executable, "-m", "airflow", "providers", "links"], capture_output=True, text=True, check=True)
+    links = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "links"], capture_output=True, text=True, check=True
+    )
     assert "RayJobLink" in links.stdout
-    triggers = subprocess.run([sys.executable, "-m", "airflow", "providers", "triggers"], capture_output=True, text=True, check=True)
+    triggers = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "triggers"], capture_output=True, text=True, check=True
+    )
     assert "airflow_provider_flyray.triggers.ray_job" in triggers.stdout

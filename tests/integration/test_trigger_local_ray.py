@@ -19,12 +19,18 @@ from tests.integration.conftest import rest
 pytestmark = pytest.mark.ray
 
 
-def make_trigger(ref: ClusterRef, entrypoint: str, *, try_number: int = 1, key: str | None = None, **kwargs) -> RayJobTrigger:
+def make_trigger(
+    ref: ClusterRef, entrypoint: str, *, try_number: int = 1, key: str | None = None, **kwargs
+) -> RayJobTrigger:
     identity = TaskIdentity("dag", "task", key or uuid.uuid4().hex, try_number=try_number)
     submission = JobSubmission(submission_id_for(identity), entrypoint, metadata=job_metadata_for(identity))
     kwargs.setdefault("poll_interval", 1.0)
     return RayJobTrigger(
-        ray_conn_id="ray_local", cluster=ref.to_dict(), submission=submission.to_dict(), owner_key=identity.task_key, **kwargs
+        ray_conn_id="ray_local",
+        cluster=ref.to_dict(),
+        submission=submission.to_dict(),
+        owner_key=identity.task_key,
+        **kwargs,
     )
 
 
@@ -39,7 +45,9 @@ def run(trigger: RayJobTrigger, timeout: float = 120) -> dict:
 
 
 def jobs_with_key(ref: ClusterRef, task_key: str) -> list[dict]:
-    return [j for j in rest(ref.address + "/api/jobs/") if (j.get("metadata") or {}).get("airflow_task_key") == task_key]
+    return [
+        j for j in rest(ref.address + "/api/jobs/") if (j.get("metadata") or {}).get("airflow_task_key") == task_key
+    ]
 
 
 @pytest.fixture
@@ -174,7 +182,11 @@ def test_local_backend_start_run_and_stop_leave_no_process():
         event = run(make_trigger(ref, "python -c \"print('local ok')\""))
         assert event["status"] == "success" and "local ok" in event["log_tail"]
         # A job that leaves a process in a session of its own (Ray's drivers run like that).
-        rest(ref.address + "/api/jobs/", "POST", {"entrypoint": "setsid sleep 600 & sleep 600", "submission_id": "detached"})
+        rest(
+            ref.address + "/api/jobs/",
+            "POST",
+            {"entrypoint": "setsid sleep 600 & sleep 600", "submission_id": "detached"},
+        )
         deadline = time.time() + 30
         while rest(ref.address + "/api/jobs/detached")["status"] != "RUNNING":
             assert time.time() < deadline

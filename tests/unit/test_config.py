@@ -27,7 +27,11 @@ BAD_INPUTS = [
     (lambda: WorkerNodeConfig(group_name="cpu", replicas=-1), "replicas", "0 or more"),
     (lambda: WorkerNodeConfig(group_name="cpu", replicas=1.5), "replicas", "whole number"),
     (lambda: WorkerNodeConfig(group_name="cpu", replicas=True), "replicas", "whole number"),
-    (lambda: WorkerNodeConfig(group_name="cpu", replicas=2, min_replicas=3, max_replicas=1), "min_replicas", "greater than"),
+    (
+        lambda: WorkerNodeConfig(group_name="cpu", replicas=2, min_replicas=3, max_replicas=1),
+        "min_replicas",
+        "greater than",
+    ),
     (lambda: WorkerNodeConfig(group_name="cpu", replicas=5, max_replicas=2), "replicas", "between"),
     (lambda: WorkerNodeConfig(group_name="cpu", replicas=1, min_replicas=2), "replicas", "between"),
     (lambda: WorkerNodeConfig(group_name="cpu", requests={"cpu": "two"}), "requests['cpu']", "quantity"),
@@ -36,7 +40,11 @@ BAD_INPUTS = [
     (lambda: WorkerNodeConfig(group_name="cpu", limits={"memory": "4GB"}), "limits['memory']", "quantity"),
     (lambda: WorkerNodeConfig(group_name="cpu", requests={"cpus": "1"}), "requests['cpus']", "unknown resource"),
     (lambda: WorkerNodeConfig(group_name="cpu", requests=["cpu"]), "requests", "dict"),
-    (lambda: WorkerNodeConfig(group_name="cpu", ray_start_params={"--num-cpus": "1"}), "ray_start_params", "without dashes"),
+    (
+        lambda: WorkerNodeConfig(group_name="cpu", ray_start_params={"--num-cpus": "1"}),
+        "ray_start_params",
+        "without dashes",
+    ),
     (lambda: WorkerNodeConfig(group_name="cpu", ray_start_params={"num-cpus": [1]}), "ray_start_params", "string"),
     (lambda: WorkerNodeConfig(group_name="cpu", image="ray image"), "image", "image reference"),
     (lambda: HeadNodeConfig(pod_template={"spec": {}, "specs": {}}), "pod_template", "unknown keys"),
@@ -45,7 +53,11 @@ BAD_INPUTS = [
     (lambda: HeadNodeConfig(requests={"memory": "1.5.2Gi"}), "head_node_config.requests['memory']", "quantity"),
     (lambda: RayJobConfig(worker_node_config=[WorkerNodeConfig("a"), WorkerNodeConfig("a")]), "group_name", "unique"),
     (lambda: RayJobConfig(worker_node_config=["cpu"]), "worker_node_config[0]", "WorkerNodeConfig"),
-    (lambda: RayJobConfig(worker_node_config=[{"group_name": "a", "replica": 2}]), "worker_node_config[0]", "unknown keys"),
+    (
+        lambda: RayJobConfig(worker_node_config=[{"group_name": "a", "replica": 2}]),
+        "worker_node_config[0]",
+        "unknown keys",
+    ),
     (lambda: RayJobConfig(head_node_config="big"), "head_node_config", "HeadNodeConfig"),
     (lambda: RayJobConfig(enable_autoscaling="yes"), "enable_autoscaling", "True or False"),
     (lambda: RayJobConfig(autoscaler_options={"idleTimeoutSeconds": 60}), "autoscaler_options", "enable_autoscaling"),
@@ -56,11 +68,19 @@ BAD_INPUTS = [
     (lambda: RayJobConfig(runtime_env={"working_dir": 3}), "runtime_env.working_dir", "string"),
     (lambda: RayJobConfig(address=""), "address", "URL"),
     (lambda: RayJobConfig(ttl_seconds_after_finished=-5), "ttl_seconds_after_finished", ">= 0"),
-    (lambda: RayJobConfig(shutdown_after_job_finishes=False, ttl_seconds_after_finished=60), "ttl_seconds_after_finished", "contradicts"),
+    (
+        lambda: RayJobConfig(shutdown_after_job_finishes=False, ttl_seconds_after_finished=60),
+        "ttl_seconds_after_finished",
+        "contradicts",
+    ),
     (lambda: RayJobConfig(shutdown_after_job_finishes="no"), "shutdown_after_job_finishes", "True or False"),
     (lambda: RayJobConfig(address="http://h:8265", shutdown_after_job_finishes=True), "address", "lifecycle"),
     (lambda: RayJobConfig(ray_cluster_spec={"workerGroupSpecs": []}), "ray_cluster_spec", "headGroupSpec"),
-    (lambda: RayJobConfig(ray_cluster_spec={"headGroupSpec": {}}, head_node_config=HeadNodeConfig()), "ray_cluster_spec", "not both"),
+    (
+        lambda: RayJobConfig(ray_cluster_spec={"headGroupSpec": {}}, head_node_config=HeadNodeConfig()),
+        "ray_cluster_spec",
+        "not both",
+    ),
     (lambda: ray_job_config_from(42), "ray_job_config", "RayJobConfig"),
     (lambda: ray_job_config_from({"workers": []}), "ray_job_config", "unknown keys"),
     (lambda: OnFinishAction.parse("delete"), "on_finish_action", "delete_cluster"),
@@ -113,7 +133,9 @@ def test_user_pod_template_values_win_and_sidecars_survive():
         },
     }
     manifest = build_raycluster_manifest(
-        RayJobConfig(head_node_config=HeadNodeConfig(pod_template=template, image="ignored/ray:2", limits={"cpu": "3"})),
+        RayJobConfig(
+            head_node_config=HeadNodeConfig(pod_template=template, image="ignored/ray:2", limits={"cpu": "3"})
+        ),
         name="c",
         namespace="n",
         labels=LABELS,
@@ -142,7 +164,9 @@ def test_autoscaling_defaults_min_to_zero_and_passes_options():
 
 
 def test_raw_ray_cluster_spec_is_used_with_dashboard_forced_on():
-    raw = {"headGroupSpec": {"rayStartParams": {"include-dashboard": "false"}, "template": {"spec": {"containers": []}}}}
+    raw = {
+        "headGroupSpec": {"rayStartParams": {"include-dashboard": "false"}, "template": {"spec": {"containers": []}}}
+    }
     spec = build_raycluster_manifest(RayJobConfig(ray_cluster_spec=raw), name="c", namespace="n", labels=LABELS)["spec"]
     assert spec["headGroupSpec"]["rayStartParams"]["include-dashboard"] == "true"
     assert spec["headGroupSpec"]["template"]["metadata"]["labels"] == LABELS

@@ -71,7 +71,10 @@ def test_browser_links_only_for_reachable_urls():
         == "https://ray.example.com/ml/c1"
     )
     service = parse_connection_extras({})
-    assert browser_dashboard_url(service, namespace="ml", cluster="c1", service="s", direct_url="http://s.svc:8265") is None
+    assert (
+        browser_dashboard_url(service, namespace="ml", cluster="c1", service="s", direct_url="http://s.svc:8265")
+        is None
+    )
     pod = parse_connection_extras({"dashboard_access": "pod"})
     assert browser_dashboard_url(pod, namespace="ml", cluster="c1", service="s", direct_url="http://10.1.1.1:8265/")
 
@@ -103,7 +106,9 @@ def test_token_secret_comes_from_kuberay_auth_options():
 
 
 def test_jobs_api_requests_and_errors():
-    sub = jobs_api.JobSubmission("id/1", "python x.py", runtime_env={"pip": ["a"]}, metadata={"k": "v"}, entrypoint_num_cpus=1)
+    sub = jobs_api.JobSubmission(
+        "id/1", "python x.py", runtime_env={"pip": ["a"]}, metadata={"k": "v"}, entrypoint_num_cpus=1
+    )
     request = jobs_api.submit_request(sub)
     assert (request.method, request.path) == ("POST", "/api/jobs/")
     assert request.json == {

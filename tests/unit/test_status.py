@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from airflow_provider_flyray.status import JobStatus, Startup, dashboard_port_of, interpret_startup, job_status_of, summarize_events
+from airflow_provider_flyray.status import (
+    JobStatus,
+    Startup,
+    dashboard_port_of,
+    interpret_startup,
+    job_status_of,
+    summarize_events,
+)
 
 
 def cluster(state=None, conditions=(), deleting=False, endpoints=None):
@@ -55,7 +62,11 @@ def test_unschedulable_worker_fails_fast_with_what_it_asked_for():
 
 
 def test_crash_loop_and_image_pull_and_repeated_crashes():
-    waiting = {"name": "ray", "restartCount": 1, "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+    waiting = {
+        "name": "ray",
+        "restartCount": 1,
+        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}},
+    }
     assert "ImagePullBackOff" in interpret_startup(cluster(), [pod(container_statuses=[waiting])]).reason
     crashed = {
         "name": "ray",
@@ -94,6 +105,11 @@ def test_job_status_and_helpers():
     assert dashboard_port_of(cluster()) == 8265
     events = [
         {"type": "Normal", "reason": "Created", "involvedObject": {"kind": "Pod", "name": "p"}},
-        {"type": "Warning", "reason": "FailedScheduling", "message": "no cpu", "involvedObject": {"kind": "Pod", "name": "p"}},
+        {
+            "type": "Warning",
+            "reason": "FailedScheduling",
+            "message": "no cpu",
+            "involvedObject": {"kind": "Pod", "name": "p"},
+        },
     ]
     assert summarize_events(events) == "Pod/p: FailedScheduling: no cpu"

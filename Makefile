@@ -1,0 +1,37 @@
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv if needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint unit clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# A real Airflow (api-server, scheduler, dag-processor, triggerer) runs the example DAG on a local Ray cluster.
+demo: $(STAMP)
+	$(BIN)/python -m tests.stack demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+# Everything: lint, type check, the control plane build (cached), unit + integration tests on real
+# Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
+test: $(STAMP) lint
+	$(BIN)/python -m tests.kube build
+	$(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
+
+clean:
+	-$(BIN)/python -m tests.kube down
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
