@@ -114,7 +114,8 @@ def labels_for(identity: TaskIdentity) -> dict[str, str]:
         "dag_id": label_value(identity.dag_id),
         "task_id": label_value(identity.task_id),
         "run_id": label_value(identity.run_id),
-        "map_index": str(identity.map_index),
+        # -1 (not mapped) is not a valid label value.
+        "map_index": str(identity.map_index) if identity.map_index >= 0 else "none",
         "try_number": str(identity.try_number),
     }
 

@@ -14,7 +14,7 @@ from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConf
 COUNT_NODES = (
     'python -c "import ray, socket; ray.init(); '
     "nodes = [n for n in ray.nodes() if n['Alive']]; "
-    "hosts = ray.get([ray.remote(num_cpus=1)(socket.gethostname).remote() for _ in range({{ params.tasks }})]); "
+    "hosts = ray.get([ray.remote(num_cpus=1)(lambda: socket.gethostname()).remote() for _ in range({{ params.tasks }})]); "
     "print('FLYRAY_RESULT alive nodes:', len(nodes), 'task hosts:', sorted(set(hosts)))\""
 )
 

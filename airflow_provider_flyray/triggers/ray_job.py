@@ -360,6 +360,14 @@ class RayJobTrigger(BaseTrigger):
             if outcome == "success"
             else f"Ray job {submission_id} {status.value}: {info.get('message') or ''}".strip()
         )
+        if outcome != "success":
+            # A job killed by its cluster going away should say so, not just "FAILED".
+            try:
+                await self._raise_if_cluster_gone(session, ref)
+            except ClusterGoneError as gone:
+                reason = f"{gone}; {reason}"
+            except Exception as exc:
+                self.log.debug("could not check %s: %s", ref.describe(), exc)
         payload = self._payload(
             outcome,
             job_status=status.value,

@@ -9,7 +9,9 @@ from airflow.sdk import DAG
 
 from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConfig
 
-SMALL = RayJobConfig(head_node_config=HeadNodeConfig(ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}))
+SMALL = RayJobConfig(
+    head_node_config=HeadNodeConfig(ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"})
+)
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 
 with DAG("flyray_failing_job", schedule=None, start_date=START, catchup=False):
@@ -53,4 +55,21 @@ with DAG("flyray_timeout", schedule=None, start_date=START, catchup=False):
         deferrable=True,
         poll_interval=1,
         execution_timeout=timedelta(seconds=25),
+    )
+
+KUBE_SMALL = RayJobConfig(
+    head_node_config=HeadNodeConfig(
+        requests={"cpu": "1", "memory": "1Gi"}, ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}
+    )
+)
+
+with DAG("flyray_kube_failing_job", schedule=None, start_date=START, catchup=False):
+    FlyteRayOperator(
+        task_id="fails",
+        entrypoint="python -c \"import sys; print('KUBE FINAL WORDS'); sys.exit(4)\"",
+        ray_job_config=KUBE_SMALL,
+        ray_conn_id="ray_kube",
+        deferrable=True,
+        poll_interval=1,
+        startup_timeout=240,
     )
