@@ -263,6 +263,7 @@ class FlyteRayOperator(BaseOperator):
     # ---- execute ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        self._worker_started = time.monotonic()
         identity = TaskIdentity.from_ti(context["ti"])
         # All validation first: nothing is created if any input is wrong.
         submission = self._submission_for(identity)
@@ -304,6 +305,7 @@ class FlyteRayOperator(BaseOperator):
             self._release_cluster(hook, ref, succeeded=False, owner_key=identity.task_key)
             raise
         if self.deferrable and self.wait_for_completion:
+            self.log.info("Deferring after %.2fs on the worker", time.monotonic() - self._worker_started)
             self.defer(trigger=trigger, method_name="execute_complete")
         event = asyncio.run(_first_event(trigger))
         return self.execute_complete(context, event)
@@ -394,6 +396,13 @@ class FlyteRayOperator(BaseOperator):
     # ---- resume -------------------------------------------------------------------------------------
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **_: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return self._complete(context, event)
+        finally:
+            self.log.info("Finished on the worker after %.2fs", time.monotonic() - started)
+
+    def _complete(self, context: Context, event: dict[str, Any] | None) -> Any:
         if not event:
             raise AirflowException("RayJobTrigger returned no event")
         ref = ClusterRef.from_dict(event["cluster"])
