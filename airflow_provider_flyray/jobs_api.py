@@ -8,6 +8,7 @@ Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GE
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +109,11 @@ def error_for(status: int, text: str, what: str) -> RayJobsApiError:
     """A readable error for a failed Jobs API call: the Ray traceback is cut to its last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     detail = lines[-1] if lines else ""
-    if status == 401:
+    kube_status = _kubernetes_status(text)
+    if kube_status is not None:
+        # Through the API-server proxy, Kubernetes itself may answer (RBAC, missing service).
+        hint = f"Kubernetes refused the request through the API-server proxy: {kube_status}"
+    elif status == 401:
         hint = "the Ray dashboard requires a token: set `dashboard_token` on the connection"
     elif status == 403:
         hint = "the Ray dashboard refused the token: check the connection's `dashboard_token`"
@@ -117,6 +122,17 @@ def error_for(status: int, text: str, what: str) -> RayJobsApiError:
     else:
         hint = detail[:500]
     return RayJobsApiError(f"{what} failed with HTTP {status}: {hint}", status=status)
+
+
+def _kubernetes_status(text: str) -> str | None:
+    """The message of a Kubernetes ``Status`` object, or None when the body is not one."""
+    try:
+        body = json.loads(text)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(body, dict) and body.get("kind") == "Status":
+        return str(body.get("message") or body.get("reason") or "")
+    return None
 
 
 def last_lines(text: str, count: int = LOG_TAIL_LINES) -> list[str]:

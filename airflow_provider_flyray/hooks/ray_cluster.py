@@ -56,6 +56,7 @@ from airflow_provider_flyray.status import Startup, StartupVerdict, dashboard_po
 T = TypeVar("T")
 DASHBOARD_TIMEOUT = 30.0
 RAY_TOKEN_SECRET_KEY = "auth_token"
+RBAC_HINT = "Check the service account's Role (docker/rbac.yaml lists what the provider needs) and the namespace."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -108,10 +109,15 @@ def token_headers(token: str | None, access: DashboardAccess) -> dict[str, str]:
 def kube_auth_endpoint(configuration: Any, base_url: str, extra_headers: dict[str, str]) -> DashboardEndpoint:
     """A DashboardEndpoint that authenticates to the API server like the Kubernetes client does."""
     headers = dict(extra_headers)
-    token = configuration.api_key.get("authorization") if configuration.api_key else None
-    if token:
-        prefix = (configuration.api_key_prefix or {}).get("authorization")
-        headers["Authorization"] = f"{prefix} {token}" if prefix else token
+    # kubernetes(_asyncio) keep a token under "BearerToken" (already "Bearer ..."-prefixed) when loaded
+    # from a kubeconfig or in-cluster; older configurations use "authorization" with a prefix.
+    # (Read from the dicts: kubernetes_asyncio's get_api_key_with_prefix is a coroutine.)
+    api_keys, prefixes = configuration.api_key or {}, configuration.api_key_prefix or {}
+    for key in ("BearerToken", "authorization"):
+        if api_keys.get(key):
+            prefix = prefixes.get(key)
+            headers["Authorization"] = f"{prefix} {api_keys[key]}" if prefix else str(api_keys[key])
+            break
     return DashboardEndpoint(
         base_url=base_url,
         headers=headers,
@@ -221,8 +227,7 @@ class RayClusterHook(KubernetesHook):
             except ApiException as exc:
                 if exc.status == 403:
                     raise PermissionError(
-                        f"{what}: Kubernetes refused (403): {_kube_reason(exc)}. Check the service account's "
-                        "Role (see deploy/rbac.yaml) and the namespace."
+                        f"{what}: Kubernetes refused (403): {_kube_reason(exc)}. {RBAC_HINT}"
                     ) from None
                 if not is_retryable_status(exc.status) or attempt == MAX_ATTEMPTS:
                     raise
@@ -419,10 +424,16 @@ class RayClusterHook(KubernetesHook):
                 from airflow_provider_flyray.hooks.local_ray import ray_executable
 
                 return True, f"local backend: Ray found at {ray_executable()}"
-            self._custom.list_namespaced_custom_object(
-                RAY_API_GROUP, RAY_API_VERSION, self.get_namespace(), RAYCLUSTER_PLURAL, limit=1
+            namespace = self.get_namespace()
+            self._kube_call(
+                f"list RayClusters in {namespace}",
+                lambda: self._custom.list_namespaced_custom_object(
+                    RAY_API_GROUP, RAY_API_VERSION, namespace, RAYCLUSTER_PLURAL, limit=1
+                ),
             )
-            return True, f"RayClusters readable in namespace {self.get_namespace()}"
+            return True, f"RayClusters readable in namespace {namespace}"
+        except ApiException as exc:
+            return False, f"Kubernetes answered {exc.status}: {_kube_reason(exc)}"
         except Exception as exc:
             return False, str(exc)
 
@@ -507,7 +518,9 @@ class AsyncRaySession:
                 return await call()
             except AsyncApiException as exc:
                 if exc.status == 403:
-                    raise PermissionError(f"{what}: Kubernetes refused (403): {_kube_reason(exc)}") from None
+                    raise PermissionError(
+                        f"{what}: Kubernetes refused (403): {_kube_reason(exc)}. {RBAC_HINT}"
+                    ) from None
                 if not is_retryable_status(exc.status) or attempt == MAX_ATTEMPTS:
                     raise
                 delay = backoff_delay(attempt, _retry_after(exc))
@@ -613,6 +626,13 @@ class AsyncRaySession:
                             queue.put_nowait(tag)
                 except asyncio.CancelledError:
                     raise
+                except AsyncApiException as exc:
+                    if exc.status == 403:
+                        # Without `watch` rights the periodic re-check still works, only slower.
+                        self.log.warning("cannot watch %s (403): missing 'watch' in the Role; polling instead", tag)
+                        return
+                    self.log.debug("watch %s restarted after %s", tag, exc)
+                    await asyncio.sleep(1)
                 except Exception as exc:  # a dropped watch is re-opened; state comes from fresh GETs
                     self.log.debug("watch %s restarted after %s", tag, exc)
                     await asyncio.sleep(1)

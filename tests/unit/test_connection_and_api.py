@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
 from airflow_provider_flyray import jobs_api
@@ -83,14 +81,12 @@ def test_token_goes_where_kubernetes_does_not_need_it():
     assert token_headers("t", DashboardAccess.POD) == {"Authorization": "Bearer t"}
     assert token_headers("t", DashboardAccess.PROXY) == {"X-Ray-Authorization": "Bearer t"}
     assert token_headers(None, DashboardAccess.POD) == {}
-    configuration = types.SimpleNamespace(
-        api_key={"authorization": "kube-token"},
-        api_key_prefix={"authorization": "Bearer"},
-        verify_ssl=True,
-        ssl_ca_cert="/ca.crt",
-        cert_file=None,
-        key_file=None,
-    )
+    from kubernetes.client import Configuration
+
+    # The layout kubernetes' kubeconfig / in-cluster loaders produce: "BearerToken", already prefixed.
+    configuration = Configuration(host="https://api")
+    configuration.api_key = {"BearerToken": "Bearer kube-token"}
+    configuration.ssl_ca_cert = "/ca.crt"
     endpoint = kube_auth_endpoint(configuration, "https://api/x", {"X-Ray-Authorization": "Bearer t"})
     assert endpoint.headers == {"X-Ray-Authorization": "Bearer t", "Authorization": "Bearer kube-token"}
     assert "kube-token" not in repr(endpoint)
@@ -124,6 +120,10 @@ def test_jobs_api_requests_and_errors():
     assert not jobs_api.is_duplicate_submission(200, "already exists")
     assert "dashboard_token" in str(jobs_api.error_for(401, "", "submit"))
     assert "refused the token" in str(jobs_api.error_for(403, "", "submit"))
+    kube_403 = '{"kind": "Status", "status": "Failure", "message": "services \\"x\\" is forbidden", "code": 403}'
+    assert "Kubernetes refused the request through the API-server proxy" in str(
+        jobs_api.error_for(403, kube_403, "get")
+    )
     assert jobs_api.last_lines("a\nb\nc\n", 2) == ["b", "c"]
     jobs = [
         {"submission_id": "b", "start_time": 2, "metadata": {"airflow_task_key": "k"}},

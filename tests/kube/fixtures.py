@@ -1,0 +1,52 @@
+"""pytest fixture for the local Kubernetes control plane (import into a conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from . import paths
+
+
+@dataclass
+class ControlPlane:
+    kubeconfig: str
+    started_here: bool
+    state_dir: Path = field(default_factory=lambda: paths.STATE_DIR)
+    server: str = f"https://127.0.0.1:{paths.APISERVER_PORT}"
+    node_name: str = paths.NODE_NAME
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.state_dir / "pki" / "ca.crt")
+
+    @property
+    def client_cert(self) -> tuple[str, str]:
+        """(cert, key) of the admin client certificate (O=system:masters)."""
+        return str(self.state_dir / "pki" / "admin.crt"), str(self.state_dir / "pki" / "admin.key")
+
+    def api_client(self):
+        from kubernetes import config
+
+        return config.new_client_from_config(self.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def kube_control_plane():
+    """Start (or reuse) the control plane; stop it at session end if this fixture started it
+    (unless FLYRAY_KUBE_KEEP=1)."""
+    if os.geteuid() != 0:
+        pytest.skip("the flyray test control plane needs root (network namespaces)")
+    from . import cluster
+
+    already = cluster.is_up()
+    kc = cluster.up()
+    cp = ControlPlane(kubeconfig=kc, started_here=not already)
+    try:
+        yield cp
+    finally:
+        if cp.started_here and os.environ.get("FLYRAY_KUBE_KEEP") != "1":
+            cluster.down()
