@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Commands that tests and demos start (airflow, ray, python) come from the project's venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test lint unit clean
 

@@ -92,6 +92,8 @@ def start_local_cluster(
     if object_store_memory is not None:
         args.append(f"--object-store-memory={object_store_memory}")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # Jobs run `python ...` through a shell: make that the Python (and Ray) of this Airflow environment.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # Every Ray process inherits this marker, including job drivers that Ray starts in a session of
     # their own: stopping the cluster finds them by it, not only by process group.

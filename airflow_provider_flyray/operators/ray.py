@@ -9,6 +9,7 @@ policy. With ``deferrable=False`` the same trigger code runs on the worker.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -264,6 +265,7 @@ class FlyteRayOperator(BaseOperator):
 
     def execute(self, context: Context) -> Any:
         self._worker_started = time.monotonic()
+        execute_started = time.time()
         identity = TaskIdentity.from_ti(context["ti"])
         # All validation first: nothing is created if any input is wrong.
         submission = self._submission_for(identity)
@@ -300,6 +302,7 @@ class FlyteRayOperator(BaseOperator):
                 on_finish_action=self.lifecycle.on_finish_action.value,
                 keep_alive_seconds=self.lifecycle.keep_alive_seconds,
                 submit_only=not self.wait_for_completion,
+                timings={"execute_started": execute_started, "deferred": time.time()},
             )
         except BaseException:
             self._release_cluster(hook, ref, succeeded=False, owner_key=identity.task_key)
@@ -396,11 +399,18 @@ class FlyteRayOperator(BaseOperator):
     # ---- resume -------------------------------------------------------------------------------------
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **_: Any) -> Any:
-        started = time.monotonic()
+        started, resumed = time.monotonic(), time.time()
         try:
             return self._complete(context, event)
         finally:
             self.log.info("Finished on the worker after %.2fs", time.monotonic() - started)
+            if event:
+                # One machine-readable line: where the time went (benchmarks/e2e_figures.py reads it).
+                timings = {**event.get("timings", {}), "resumed": resumed, "finished": time.time()}
+                for key in ("start_time", "end_time"):
+                    if event.get(key):
+                        timings[f"job_{key}"] = event[key] / 1000
+                self.log.info("flyray timings %s", json.dumps(timings, sort_keys=True))
 
     def _complete(self, context: Context, event: dict[str, Any] | None) -> Any:
         if not event:

@@ -67,6 +67,7 @@ class RayJobTrigger(BaseTrigger):
         keep_alive_seconds: int | None = None,
         submit_only: bool = False,
         dashboard_unreachable_timeout: float = DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT,
+        timings: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.ray_conn_id = ray_conn_id
@@ -87,7 +88,8 @@ class RayJobTrigger(BaseTrigger):
         self._settings: ConnectionSettings | None = None
         self._shown_chars = 0
         # Epoch seconds of the milestones of this run(), reported in the event (benchmarks read them).
-        self._timings: dict[str, float] = {"trigger_started": time.time()}
+        self.timings = dict(timings or {})
+        self._timings: dict[str, float] = {**self.timings, "trigger_started": time.time()}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -105,6 +107,7 @@ class RayJobTrigger(BaseTrigger):
                 "keep_alive_seconds": self.keep_alive_seconds,
                 "submit_only": self.submit_only,
                 "dashboard_unreachable_timeout": self.dashboard_unreachable_timeout,
+                "timings": self.timings,
             },
         )
 

@@ -7,25 +7,25 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
 
 from tests.conftest import REPO
+from tests.stack import local_ray_pids
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ray]
 
 
-def leftover_local_ray_processes() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if b"FLYRAY_LOCAL_CLUSTER=" in Path(f"/proc/{entry}/environ").read_bytes():
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
+@pytest.fixture(autouse=True)
+def no_new_local_ray_processes():
+    """Every test here must leave no Ray process of a local cluster behind."""
+    before = set(local_ray_pids())
+    yield
+    deadline = time.monotonic() + 10
+    while set(local_ray_pids()) - before:
+        assert time.monotonic() < deadline, f"left behind: {sorted(set(local_ray_pids()) - before)}"
+        time.sleep(0.5)
 
 
 def dags_test(dag_id: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:
@@ -57,7 +57,6 @@ def test_readme_demo_dag(airflow_db):
     assert "FLYRAY_RESULT pi is about 3." in output, output[-3000:]
     assert "state=success" in output
     assert "Released local Ray cluster" in output
-    assert leftover_local_ray_processes() == []
 
 
 def test_mapped_dag_runs_one_cluster_per_map_index(airflow_db):
@@ -71,7 +70,6 @@ def test_mapped_dag_runs_one_cluster_per_map_index(airflow_db):
         if "Started local Ray cluster" in line
     }
     assert len(started) == 2, started
-    assert leftover_local_ray_processes() == []
 
 
 def test_failing_job_fails_the_task_with_its_last_lines(test_dags_home):
@@ -79,7 +77,6 @@ def test_failing_job_fails_the_task_with_its_last_lines(test_dags_home):
     assert "state=failed" in output
     assert "FAILED" in output and "last 50 lines of the Ray job's log" in output, output[-3000:]
     assert "FINAL WORDS" in output
-    assert leftover_local_ray_processes() == []
 
 
 def test_templated_fields_reach_the_job(test_dags_home):
@@ -93,14 +90,12 @@ def test_non_deferrable_path(test_dags_home):
     assert "FLYRAY_RESULT blocking path" in output, output[-3000:]
     assert "state=success" in output
     assert "DEFERRED" not in output
-    assert leftover_local_ray_processes() == []
 
 
 def test_execution_timeout_while_deferred_stops_job_and_cluster(test_dags_home):
     output = dags_test("flyray_timeout", test_dags_home)
     assert "state=failed" in output
     assert "timeout" in output and "execution_timeout reached" in output, output[-3000:]
-    assert leftover_local_ray_processes() == []
 
 
 def test_provider_is_registered_with_airflow(airflow_db):

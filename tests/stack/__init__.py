@@ -24,6 +24,21 @@ REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
+def local_ray_pids(also: str | None = None) -> list[int]:
+    """Processes of local Ray clusters (they carry FLYRAY_LOCAL_CLUSTER), optionally with another env entry."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            if any(e.startswith(b"FLYRAY_LOCAL_CLUSTER=") for e in environ) and (
+                also is None or also.encode() in environ
+            ):
+                pids.append(int(entry))
+    return pids
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -119,6 +134,10 @@ class AirflowStack:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         self.processes.clear()
+        # A task deferred at shutdown leaves its local Ray head behind (nothing else will stop it).
+        for pid in local_ray_pids(f"AIRFLOW_HOME={self.home}"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def restart(self, component: str) -> None:
         proc = self.processes[component]

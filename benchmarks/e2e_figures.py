@@ -1,0 +1,125 @@
+"""End-to-end figures on a real Airflow stack and the KubeRay control plane (measures and prints).
+
+    python -m benchmarks.e2e_figures [--runs 3]
+
+Prints: the Airflow stack's start time; the wall time of each example DAG (trigger -> success); for a
+DAG whose Ray job itself runs 10 s, the split of the user's wait into Airflow scheduling, cluster start,
+job and teardown; and the worker-slot seconds per deferred task (execute + execute_complete), as medians.
+Timestamps come from the operator's `flyray timings` log line and the REST API. Results are also
+written to benchmarks/results/e2e-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from kubernetes import client, config
+
+from tests.e2e.kube_proxy import KubeProxy
+from tests.kube import cluster as control_plane
+from tests.kube.fixtures import ControlPlane
+from tests.stack import REPO, AirflowStack
+
+TASK = {"example_flyray_local": "estimate_pi", "example_flyray_kuberay": "train"}
+
+
+def timings_from_log(log: str) -> dict[str, float]:
+    for line in reversed(log.splitlines()):
+        if "flyray timings " in line:
+            return json.loads(line.split("flyray timings ", 1)[1].split("}", 1)[0] + "}")
+    raise RuntimeError("no timings line in the task log")
+
+
+def run_once(stack: AirflowStack, dag_id: str) -> dict[str, float]:
+    task_id = TASK.get(dag_id, "job")
+    stack.wait_for_dag(dag_id)
+    stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    triggered = time.time()
+    run_id = stack.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})["dag_run_id"]
+    while (state := stack.run_state(dag_id, run_id)) not in ("success", "failed"):
+        time.sleep(0.2)
+    done = time.time()
+    if state != "success":
+        raise RuntimeError(f"{dag_id} {run_id} {state}")
+    t = timings_from_log(stack.task_log(dag_id, run_id, task_id))
+    row = {
+        "wall": done - triggered,
+        "scheduling": t["execute_started"] - triggered,
+        "worker_slot": (t["deferred"] - t["execute_started"]) + (t["finished"] - t["resumed"]),
+    }
+    if "cluster_ready" in t:
+        row["cluster_start"] = t["cluster_ready"] - t["execute_started"]
+        row["job"] = t["job_end_time"] - t["cluster_ready"]
+        row["teardown"] = done - t["job_end_time"]
+        row["job_end_to_event"] = t["event"] - t["job_end_time"]
+        row["ready_to_job_start"] = t["job_start_time"] - t["cluster_ready"]
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    kubeconfig = control_plane.up()
+    plane = ControlPlane(kubeconfig=kubeconfig, started_here=False)
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    core = client.CoreV1Api(client.ApiClient(configuration))
+    namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    proxy = KubeProxy(plane.server, plane.ca_file, plane.client_cert).start()
+    home = Path(tempfile.mkdtemp(prefix="flyray-bench-airflow-"))
+    dags = home / "dags"
+    dags.mkdir()
+    for source in [*sorted((REPO / "dags").glob("*.py")), REPO / "tests" / "dags" / "flyray_e2e_dags.py"]:
+        shutil.copy(source, dags / source.name)
+    conn = json.dumps(
+        {
+            "conn_type": "flyray",
+            "extra": {
+                "kube_config_path": kubeconfig,
+                "namespace": namespace,
+                "dashboard_access": "pod",
+                "dashboard_url_template": proxy.url
+                + "/api/v1/namespaces/{namespace}/services/{service}:dashboard/proxy",
+            },
+        }
+    )
+    stack = AirflowStack(
+        home=home, dags_folder=dags, extra_env={"AIRFLOW_CONN_RAY_KUBE": conn, "AIRFLOW_CONN_RAY_DEFAULT": conn}
+    )
+    results: dict[str, object] = {"date": datetime.date.today().isoformat(), "runs": args.runs}
+    try:
+        results["airflow_start_seconds"] = stack.start()
+        print(f"Airflow stack start: {results['airflow_start_seconds']:.1f}s", flush=True)
+        for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
+            rows = [run_once(stack, dag_id) for _ in range(args.runs)]
+            for i, row in enumerate(rows, 1):
+                print(f"{dag_id} run {i}: " + ", ".join(f"{k}={v:.2f}s" for k, v in row.items()), flush=True)
+            results[dag_id] = {"runs": rows, "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]}}
+    finally:
+        stack.stop()
+        proxy.stop()
+        core.delete_namespace(namespace)
+        shutil.rmtree(home, ignore_errors=True)
+    print(f"\nmedians of {args.runs} runs (python -m benchmarks.e2e_figures --runs {args.runs}):")
+    for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
+        median = results[dag_id]["median"]  # type: ignore[index]
+        print(f"  {dag_id:24s} " + "  ".join(f"{k}={v:.2f}s" for k, v in median.items()))
+    out = REPO / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"e2e-{results['date']}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
