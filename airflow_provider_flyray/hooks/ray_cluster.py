@@ -683,6 +683,49 @@ class AsyncRaySession:
                 task.cancel()
             await asyncio.gather(*watchers, return_exceptions=True)
 
+    async def wait_for_deletion(self, ref: ClusterRef, fallback_poll: float = 30.0) -> str:
+        """Return a reason as soon as the RayCluster is deleted or marked for deletion.
+
+        One long-lived watch per job (no polling), re-opened from a fresh GET when it ends; without
+        `watch` rights it falls back to a GET every ``fallback_poll`` seconds.
+        """
+        custom = ak8s.CustomObjectsApi(await self.kube())
+        can_watch = True
+        while True:
+            cluster = await self.get_cluster(ref)
+            if cluster is None or (cluster.get("metadata") or {}).get("deletionTimestamp"):
+                return f"{ref.describe()} was deleted while the Ray job was running"
+            if not can_watch:
+                await asyncio.sleep(fallback_poll)
+                continue
+            try:
+                async with awatch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    group=RAY_API_GROUP,
+                    version=RAY_API_VERSION,
+                    namespace=_namespace(ref),
+                    plural=RAYCLUSTER_PLURAL,
+                    field_selector=f"metadata.name={ref.name}",
+                    resource_version=(cluster.get("metadata") or {}).get("resourceVersion"),
+                    timeout_seconds=300,
+                ) as stream:
+                    async for event in stream:
+                        obj = event.get("object") or {}
+                        meta = obj.get("metadata") if isinstance(obj, dict) else None
+                        if event.get("type") == "DELETED" or (meta or {}).get("deletionTimestamp"):
+                            return f"{ref.describe()} was deleted while the Ray job was running"
+            except asyncio.CancelledError:
+                raise
+            except AsyncApiException as exc:
+                if exc.status == 403:
+                    self.log.warning("cannot watch %s (403); checking it every %.0fs", ref.describe(), fallback_poll)
+                    can_watch = False
+                else:
+                    await asyncio.sleep(1)
+            except Exception as exc:  # dropped watch: re-open from a fresh GET
+                self.log.debug("deletion watch of %s restarted after %s", ref.describe(), exc)
+                await asyncio.sleep(1)
+
     async def _failure_details(self, ref: ClusterRef, pods: list[dict[str, Any]]) -> str:
         from airflow_provider_flyray.status import summarize_events
 

@@ -426,8 +426,12 @@ class FlyteRayOperator(BaseOperator):
         succeeded = status in ("success", "submitted")
         owner_key = TaskIdentity.from_ti(context["ti"]).task_key
         hook = RayClusterHook(self.ray_conn_id, namespace=ref.namespace)
+        # The trigger already stopped whatever needed stopping: a later worker on_kill (Airflow calls it
+        # on AirflowTaskTimeout) has nothing left to do.
+        self._submission_id = None
         if status != "submitted":
             self._release_cluster(hook, ref, succeeded=succeeded, owner_key=owner_key)
+        self._ref = None
         if succeeded:
             self.log.info("Ray job %s %s", submission_id, event.get("job_status", status))
             return {

@@ -253,8 +253,17 @@ class RayJobTrigger(BaseTrigger):
             asyncio.create_task(self._stream_logs(session, endpoint, submission_id, wake)) if self.get_logs else None
         )
         unreachable_since: float | None = None
+        gone_task: asyncio.Task[str] | None = None
+        if ref.backend is Backend.KUBERNETES:
+            # Someone deleting the cluster must fail the task at once, not when the head finally dies.
+            gone_task = asyncio.create_task(session.wait_for_deletion(ref))
+            gone_task.add_done_callback(lambda _: wake.set())
         try:
             while True:
+                if gone_task is not None and gone_task.done() and not gone_task.cancelled():
+                    if gone_task.exception() is None:
+                        raise ClusterGoneError(gone_task.result())
+                    gone_task = None  # the watch itself failed: the dashboard checks still notice
                 # Output bursts wake the loop; never check the status more than twice a second.
                 await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
                 last_check = time.monotonic()
@@ -300,6 +309,10 @@ class RayJobTrigger(BaseTrigger):
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=wait)
         finally:
+            if gone_task is not None:
+                gone_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gone_task
             if tail_task is not None:
                 tail_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

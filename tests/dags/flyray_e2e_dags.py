@@ -41,3 +41,5 @@ kube_task("e2e_kube_kill", entrypoint="sleep 600")
 kube_task("e2e_kube_timeout", entrypoint="sleep 600", execution_timeout=timedelta(seconds=75))
 # A job that itself runs 10 s, for the latency split.
 kube_task("e2e_kube_10s", entrypoint="bash -c 'sleep 10; echo FLYRAY_RESULT slept'")
+# Long enough to open the UI and the Ray dashboard in a browser while it runs.
+kube_task("e2e_kube_ui", entrypoint="bash -c 'for i in $(seq 60); do echo tick $i; sleep 1; done'")

@@ -157,13 +157,9 @@ def test_user_marks_deferred_task_failed(stack, custom, core, e2e_namespace, kub
             break
         time.sleep(0.3)
     gone_after = wait_gone(custom, core, e2e_namespace, dag_id, timeout=30 - (time.monotonic() - killed_at))
-    assert "STOPPED" in seen or "Stopped Ray job" in stack_log(stack), seen
+    assert "STOPPED" in seen or f"Stopped Ray job {submission_id} (task killed)" in stack.trigger_logs(dag_id), seen
     print(f"cluster gone {time.monotonic() - killed_at:.1f}s after the user kill ({gone_after:.1f}s wait)")
     assert stack.task_instance(dag_id, run_id, "job")["state"] == "failed"
-
-
-def stack_log(stack: AirflowStack) -> str:
-    return (stack.home / "logs" / "triggerer.log").read_text(errors="replace")
 
 
 def test_execution_timeout_while_deferred(stack, custom, core, e2e_namespace):

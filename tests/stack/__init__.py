@@ -223,8 +223,23 @@ class AirflowStack:
         )
         content = body.get("content", "")
         if isinstance(content, list):
-            return "\n".join(item.get("event", "") if isinstance(item, dict) else str(item) for item in content)
+            lines = []
+            for item in content:
+                if not isinstance(item, dict):
+                    lines.append(str(item))
+                    continue
+                lines.append(str(item.get("event", "")))
+                for error in item.get("error_detail") or []:
+                    lines.append(f"{error.get('exc_type')}: {error.get('exc_value')}")
+            return "\n".join(lines)
         return str(content)
+
+    def trigger_logs(self, dag_id: str) -> str:
+        """What the triggerer logged for a DAG's tasks (Airflow writes it beside the task log)."""
+        return "\n".join(
+            path.read_text(errors="replace")
+            for path in sorted((self.home / "logs").glob(f"dag_id={dag_id}/**/*trigger*.log"))
+        )
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}")[

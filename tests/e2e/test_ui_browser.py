@@ -1,0 +1,69 @@
+"""The Airflow UI in a real browser (Debian's Chromium driven by Playwright): the task instance page
+shows the "Ray Dashboard" and "Ray Job" buttons with the expected URLs, and following the dashboard link
+loads the real Ray dashboard of that cluster. Screenshots are saved under test-output/."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.e2e.conftest import output_dir
+from tests.e2e.test_airflow_stack import clusters, wait_for_state, wait_gone
+
+pytestmark = [pytest.mark.kube, pytest.mark.airflow, pytest.mark.ray]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_links_in_the_ui_open_the_ray_dashboard(stack, custom, core, e2e_namespace, kube_proxy):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    dag_id = "e2e_kube_ui"
+    run_id = stack.trigger(dag_id)
+    assert wait_for_state(stack, dag_id, run_id, {"deferred"})["state"] == "deferred"
+    (cluster,) = clusters(custom, e2e_namespace, dag_id)
+    name = cluster["metadata"]["name"]
+    dashboard = f"{kube_proxy.url}/api/v1/namespaces/{e2e_namespace}/services/{name}-head-svc:dashboard/proxy"
+    deadline = time.monotonic() + 240
+    while "tick 2" not in stack.task_log(dag_id, run_id, "job"):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(1)
+    links = stack.links(dag_id, run_id, "job")["extra_links"]
+    submission_id = links["Ray Job"].rsplit("/", 1)[1]
+    out = output_dir()
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{stack.base_url}/auth/login")
+        page.fill("input[name='username']", "admin")
+        page.fill("input[name='password']", "admin")
+        page.click("button[type='submit']")
+        page.wait_for_load_state("networkidle")
+        page.goto(f"{stack.base_url}/dags/{dag_id}/runs/{run_id}/tasks/job")
+        page.get_by_role("tab", name="Details").click() if page.get_by_role("tab", name="Details").count() else None
+        ray_dashboard = page.get_by_role("link", name="Ray Dashboard")
+        ray_job = page.get_by_role("link", name="Ray Job")
+        ray_dashboard.wait_for(timeout=60_000)
+        assert ray_dashboard.get_attribute("href") == dashboard
+        assert ray_job.get_attribute("href") == f"{dashboard}/#/jobs/{submission_id}"
+        task_shot = out / "airflow-task-instance.png"
+        page.screenshot(path=str(task_shot), full_page=True)
+        page.goto(ray_job.get_attribute("href"))
+        page.wait_for_function(f"document.body.innerText.includes('{submission_id}')", timeout=60_000)
+        assert page.title() == "Ray Dashboard"
+        ray_shot = out / "ray-dashboard-job.png"
+        page.screenshot(path=str(ray_shot), full_page=True)
+        browser.close()
+    print(f"screenshots: {task_shot} {ray_shot}")
+    assert stack.wait_for_run(dag_id, run_id, timeout=300) == "success"
+    wait_gone(custom, core, e2e_namespace, dag_id)
