@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client
+from kubernetes import client, utils
 
 from tests.conftest import REPO
 from tests.e2e.kube_proxy import KubeProxy
+from tests.integration.test_rbac import mint_token, wait_for_binding, write_kubeconfig
 from tests.stack import AirflowStack
 
 
@@ -31,9 +32,27 @@ def e2e_namespace(kube_control_plane) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, kube_control_plane, kube_proxy, e2e_namespace) -> Iterator[AirflowStack]:
+def service_account_kubeconfig(kube_control_plane, e2e_namespace, tmp_path_factory) -> str:
+    """docker/rbac.yaml applied in the e2e namespace; a kubeconfig holding only its ServiceAccount's token.
+    The provider runs with it: least privilege, not cluster admin."""
+    admin = kube_control_plane.api_client()
+    utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=e2e_namespace)
+    token = mint_token(client.CoreV1Api(admin), e2e_namespace, seconds=7200)
+    wait_for_binding(admin, e2e_namespace)
+    return write_kubeconfig(
+        tmp_path_factory.mktemp("sa") / "airflow-flyray.kubeconfig",
+        kube_control_plane.server,
+        kube_control_plane.ca_file,
+        token,
+        e2e_namespace,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, service_account_kubeconfig, kube_proxy, e2e_namespace) -> Iterator[AirflowStack]:
     """A real Airflow (api-server, scheduler, dag-processor, triggerer) with the example and e2e DAGs and a
-    `ray_kube`/`ray_default` connection to the control plane (pod-IP access; UI links via the proxy)."""
+    `ray_kube`/`ray_default` connection to the control plane as the `airflow-flyray` service account
+    (pod-IP dashboard access; UI links through the proxy, as a user's browser would use `kubectl proxy`)."""
     home = tmp_path_factory.mktemp("airflow-e2e")
     dags = home / "dags"
     dags.mkdir()
@@ -44,7 +63,7 @@ def stack(tmp_path_factory, kube_control_plane, kube_proxy, e2e_namespace) -> It
         {
             "conn_type": "flyray",
             "extra": {
-                "kube_config_path": kube_control_plane.kubeconfig,
+                "kube_config_path": service_account_kubeconfig,
                 "namespace": e2e_namespace,
                 "dashboard_access": "pod",
                 "dashboard_url_template": template,
