@@ -68,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
+    started_here = not control_plane.is_up()
     kubeconfig = control_plane.up()
     plane = ControlPlane(kubeconfig=kubeconfig, started_here=False)
     configuration = client.Configuration()
@@ -110,6 +111,8 @@ def main() -> None:
         proxy.stop()
         core.delete_namespace(namespace)
         shutil.rmtree(home, ignore_errors=True)
+        if started_here:
+            control_plane.down()
     print(f"\nmedians of {args.runs} runs (python -m benchmarks.e2e_figures --runs {args.runs}):")
     for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
         median = results[dag_id]["median"]  # type: ignore[index]

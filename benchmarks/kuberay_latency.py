@@ -91,6 +91,7 @@ def main() -> None:
 
     from tests.kube import cluster as control_plane
 
+    started_here = not control_plane.is_up()
     kubeconfig = control_plane.up()
     api = client.CoreV1Api(client.ApiClient(_config(kubeconfig)))
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
@@ -110,6 +111,8 @@ def main() -> None:
             print(f"run {i + 1}: " + ", ".join(f"{k}={v:.2f}s" for k, v in row.items()), flush=True)
     finally:
         api.delete_namespace(namespace)
+        if started_here:
+            control_plane.down()
     print(f"\nmedians over {len(rows)} runs (python -m benchmarks.kuberay_latency --runs {args.runs}):")
     for key in rows[0]:
         print(f"  {key:20s} {statistics.median(r[key] for r in rows):6.2f}s")
