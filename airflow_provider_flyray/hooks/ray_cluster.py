@@ -75,6 +75,17 @@ def is_managed(cluster: dict[str, Any]) -> bool:
     return ((cluster.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE
 
 
+def deletion_refusal(cluster: dict[str, Any] | None, ref: ClusterRef, owner_key: str | None) -> str | None:
+    """Why this provider must not delete ``cluster`` (None: it may). Shared by both transports."""
+    if not ref.owned:
+        return f"{ref.describe()} was not created by this task"
+    if cluster is None:
+        return f"{ref.describe()} no longer exists"
+    if not is_managed(cluster) or (owner_key is not None and not is_owned_by(cluster, owner_key)):
+        return f"{ref.describe()} is not managed by this provider for this task"
+    return None
+
+
 def direct_dashboard_url(settings: ConnectionSettings, ref: ClusterRef, cluster: dict[str, Any] | None) -> str | None:
     """The dashboard base URL for the service/pod/address modes; None when it cannot be known yet."""
     if ref.address:
@@ -309,11 +320,9 @@ class RayClusterHook(KubernetesHook):
             return True
         if ref.backend is not Backend.KUBERNETES or not ref.owned or ref.namespace is None:
             return False
-        cluster = self.get_cluster(ref.name, ref.namespace)
-        if cluster is None:
-            return False
-        if not is_managed(cluster) or (owner_key is not None and not is_owned_by(cluster, owner_key)):
-            self.log.warning("Not deleting %s: it is not managed by this provider for this task", ref.describe())
+        refusal = deletion_refusal(self.get_cluster(ref.name, ref.namespace), ref, owner_key)
+        if refusal:
+            self.log.warning("Not deleting: %s", refusal)
             return False
         try:
             self._kube_call(
@@ -582,11 +591,9 @@ class AsyncRaySession:
             return True
         if ref.backend is not Backend.KUBERNETES or not ref.owned:
             return False
-        cluster = await self.get_cluster(ref)
-        if cluster is None:
-            return False
-        if not is_managed(cluster) or (owner_key is not None and not is_owned_by(cluster, owner_key)):
-            self.log.warning("Not deleting %s: it is not managed by this provider for this task", ref.describe())
+        refusal = deletion_refusal(await self.get_cluster(ref), ref, owner_key)
+        if refusal:
+            self.log.warning("Not deleting: %s", refusal)
             return False
         api = ak8s.CustomObjectsApi(await self.kube())
         try:

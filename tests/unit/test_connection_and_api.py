@@ -11,6 +11,7 @@ from airflow_provider_flyray.connection import DashboardAccess, browser_dashboar
 from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.hooks.ray_cluster import (
     cluster_token_secret_name,
+    deletion_refusal,
     direct_dashboard_url,
     kube_auth_endpoint,
     proxy_dashboard_url,
@@ -159,3 +160,18 @@ def test_lifecycle_mapping(explicit, config, expected):
 def test_contradictory_lifecycles_are_refused(explicit, config):
     with pytest.raises(ConfigError):
         resolve_lifecycle(explicit, config)
+
+
+def test_only_our_own_cluster_may_be_deleted():
+    ours = {
+        "metadata": {
+            "labels": {"app.kubernetes.io/managed-by": "airflow-provider-flyray"},
+            "annotations": {"flyray.airflow.apache.org/owner": "d|t|r|-1"},
+        }
+    }
+    assert deletion_refusal(ours, REF, "d|t|r|-1") is None
+    assert "not managed" in deletion_refusal(ours, REF, "other|t|r|-1")
+    assert "not managed" in deletion_refusal({"metadata": {"labels": {}}}, REF, None)
+    assert "no longer exists" in deletion_refusal(None, REF, "d|t|r|-1")
+    not_owned = ClusterRef(Backend.KUBERNETES, name="c1", namespace="ml", owned=False)
+    assert "not created by this task" in deletion_refusal(ours, not_owned, "d|t|r|-1")
