@@ -48,8 +48,22 @@ def test_links_in_the_ui_open_the_ray_dashboard(stack, custom, core, e2e_namespa
         page.fill("input[name='username']", "admin")
         page.fill("input[name='password']", "admin")
         page.get_by_role("button", name="Sign in").click()
+        # Signing in sets the `_token` cookie, then the UI redirects: wait for both to settle before
+        # navigating, or the redirect aborts our navigation.
+        deadline = time.monotonic() + 30
+        while not any(c["name"] == "_token" for c in page.context.cookies()):
+            assert time.monotonic() < deadline, "sign-in did not set the session cookie"
+            time.sleep(0.2)
         page.wait_for_load_state("networkidle")
-        page.goto(f"{stack.base_url}/dags/{dag_id}/runs/{run_id}/tasks/job")
+        task_page = f"{stack.base_url}/dags/{dag_id}/runs/{run_id}/tasks/job"
+        for attempt in range(3):
+            try:
+                page.goto(task_page)
+                break
+            except playwright_api.Error:
+                if attempt == 2:
+                    raise
+                time.sleep(1)
         page.get_by_text("Details", exact=True).click()
         ray_dashboard = page.get_by_role("link", name="Ray Dashboard")
         ray_job = page.get_by_role("link", name="Ray Job")
