@@ -20,18 +20,6 @@ DEFAULT_NAMESPACE = "default"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TEMPLATE_FIELDS = frozenset({"namespace", "cluster", "service", "submission_id"})
 
-KUBERNETES_FIELDS = ("in_cluster", "kube_config_path", "kube_config", "cluster_context", "disable_verify_ssl")
-RAY_FIELDS = (
-    "backend",
-    "namespace",
-    "dashboard_access",
-    "dashboard_address",
-    "dashboard_url_template",
-    "dashboard_token",
-    "verify_tls",
-    "dashboard_token_secret",
-)
-
 
 class DashboardAccess(StrEnum):
     SERVICE = "service"  # <cluster>-head-svc.<ns>.svc.cluster.local: Airflow runs inside the cluster

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import ssl
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -163,8 +164,11 @@ class DashboardEndpoint:
         url = self.url(path)
         return "wss://" + url[len("https://") :] if url.startswith("https://") else "ws://" + url[len("http://") :]
 
+    @cached_property
     def ssl_context(self) -> ssl.SSLContext | bool:
-        """For aiohttp: ``False`` disables verification, a context carries a CA and client certificate."""
+        """For aiohttp: ``False`` disables verification, a context carries a CA and client certificate.
+
+        Built once per endpoint (it reads certificate files): the async session builds it in a thread."""
         if not self.base_url.startswith("https://"):
             return True
         if not self.verify_tls:

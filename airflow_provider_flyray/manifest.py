@@ -12,6 +12,7 @@ from airflow_provider_flyray.config import (
     RayJobConfig,
     WorkerNodeConfig,
 )
+from airflow_provider_flyray.naming import OWNER_ANNOTATION, TaskIdentity, cluster_name_for, labels_for
 
 RAY_API_GROUP = "ray.io"
 RAY_API_VERSION = "v1"
@@ -170,3 +171,14 @@ def build_raycluster_manifest(
         "metadata": metadata,
         "spec": spec,
     }
+
+
+def task_cluster_manifest(config: RayJobConfig, identity: TaskIdentity, namespace: str) -> dict[str, Any]:
+    """The transient RayCluster of one task try: its name, labels and owner annotation come from the task."""
+    return build_raycluster_manifest(
+        config,
+        name=cluster_name_for(identity),
+        namespace=namespace,
+        labels=labels_for(identity),
+        annotations={OWNER_ANNOTATION: identity.task_key},
+    )

@@ -51,18 +51,6 @@ class TaskIdentity:
         """The identity without the try number: the same for every try of one task instance."""
         return f"{self.dag_id}|{self.task_id}|{self.run_id}|{self.map_index}"
 
-    def owner_annotation(self) -> str:
-        return self.task_key
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dag_id": self.dag_id,
-            "task_id": self.task_id,
-            "run_id": self.run_id,
-            "map_index": self.map_index,
-            "try_number": self.try_number,
-        }
-
 
 def _digest(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]

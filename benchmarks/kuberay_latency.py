@@ -26,12 +26,9 @@ from airflow_provider_flyray.cluster import Backend, ClusterRef
 from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.jobs_api import JobSubmission
-from airflow_provider_flyray.manifest import build_raycluster_manifest
+from airflow_provider_flyray.manifest import task_cluster_manifest
 from airflow_provider_flyray.naming import (
-    OWNER_ANNOTATION,
     TaskIdentity,
-    cluster_name_for,
-    labels_for,
     submission_id_for,
 )
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
@@ -49,13 +46,7 @@ async def first_event(trigger: RayJobTrigger) -> dict:
 
 def one_run(hook: RayClusterHook, namespace: str, job_seconds: float) -> dict[str, float]:
     identity = TaskIdentity("bench", "latency", uuid.uuid4().hex)
-    manifest = build_raycluster_manifest(
-        RayJobConfig(head_node_config=HEAD),
-        name=cluster_name_for(identity),
-        namespace=namespace,
-        labels=labels_for(identity),
-        annotations={OWNER_ANNOTATION: identity.task_key},
-    )
+    manifest = task_cluster_manifest(RayJobConfig(head_node_config=HEAD), identity, namespace)
     created = time.time()
     hook.create_or_adopt_cluster(manifest, identity.task_key)
     ref = ClusterRef(Backend.KUBERNETES, name=manifest["metadata"]["name"], namespace=namespace, owned=True)

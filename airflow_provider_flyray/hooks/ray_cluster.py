@@ -343,13 +343,6 @@ class RayClusterHook(KubernetesHook):
         self.log.info("Deleted %s", ref.describe())
         return True
 
-    def list_cluster_pods(self, ref: ClusterRef) -> list[dict[str, Any]]:
-        pods = self._kube_call(
-            f"list pods of {ref.describe()}",
-            lambda: self._core.list_namespaced_pod(ref.namespace, label_selector=f"ray.io/cluster={ref.name}"),
-        )
-        return [self.api_client.sanitize_for_serialization(p) for p in pods.items]
-
     def _secret_token(self, name: str, namespace: str) -> str:
         secret = self._kube_call(
             f"read Secret {namespace}/{name}", lambda: self._core.read_namespaced_secret(name, namespace)
@@ -772,11 +765,13 @@ class AsyncRaySession:
             token = await self._secret_token(secret_name, ref.namespace)
         if ref.backend is Backend.KUBERNETES and not ref.address and settings.dashboard_access is DashboardAccess.PROXY:
             configuration = (await self.kube()).configuration
-            return kube_auth_endpoint(
+            endpoint = kube_auth_endpoint(
                 configuration,
                 proxy_dashboard_url(str(configuration.host), ref),
                 token_headers(token, DashboardAccess.PROXY),
             )
+            await asyncio.to_thread(lambda: endpoint.ssl_context)  # reads certificate files
+            return endpoint
         url = direct_dashboard_url(settings, ref, cluster)
         if url is None:
             raise DashboardUnreachableError(
@@ -794,7 +789,7 @@ class AsyncRaySession:
             endpoint.url(request.path),
             json=request.json,
             headers=endpoint.headers,
-            ssl=endpoint.ssl_context(),
+            ssl=endpoint.ssl_context,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             return response.status, await response.text()
@@ -835,7 +830,7 @@ class AsyncRaySession:
         async with self.http.ws_connect(
             endpoint.ws_url(jobs_api.tail_path(submission_id)),
             headers=endpoint.headers,
-            ssl=endpoint.ssl_context(),
+            ssl=endpoint.ssl_context,
             heartbeat=30,
         ) as ws:
             async for message in ws:

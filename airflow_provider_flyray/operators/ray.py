@@ -36,13 +36,12 @@ from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.jobs_api import JobSubmission
 from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink, is_browser_url, job_url
-from airflow_provider_flyray.manifest import build_raycluster_manifest, head_service_name
+from airflow_provider_flyray.manifest import head_service_name, task_cluster_manifest
 from airflow_provider_flyray.naming import (
     OWNER_ANNOTATION,
     TaskIdentity,
     cluster_name_for,
     job_metadata_for,
-    labels_for,
     submission_id_for,
 )
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
@@ -358,13 +357,7 @@ class FlyteRayOperator(BaseOperator):
                 continue
             self.log.info("Reattaching to RayCluster %s/%s of an earlier try", namespace, meta["name"])
             return ClusterRef(Backend.KUBERNETES, name=meta["name"], namespace=namespace, owned=True)
-        manifest = build_raycluster_manifest(
-            self.ray_job_config,
-            name=name,
-            namespace=namespace,
-            labels=labels_for(identity),
-            annotations={OWNER_ANNOTATION: identity.task_key},
-        )
+        manifest = task_cluster_manifest(self.ray_job_config, identity, namespace)
         _, created = hook.create_or_adopt_cluster(manifest, identity.task_key)
         self.log.info("%s RayCluster %s/%s", "Created" if created else "Found this try's", namespace, name)
         return ClusterRef(Backend.KUBERNETES, name=name, namespace=namespace, owned=True)

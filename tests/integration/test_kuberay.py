@@ -21,12 +21,9 @@ from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig, WorkerN
 from airflow_provider_flyray.errors import ClusterNotOwnedError
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.jobs_api import JobSubmission
-from airflow_provider_flyray.manifest import build_raycluster_manifest
+from airflow_provider_flyray.manifest import task_cluster_manifest
 from airflow_provider_flyray.naming import (
-    OWNER_ANNOTATION,
     TaskIdentity,
-    cluster_name_for,
-    labels_for,
     submission_id_for,
 )
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
@@ -77,13 +74,7 @@ def wait_until_empty(kube, ns: str, timeout: float = 60) -> None:
 
 
 def create_cluster(hook: RayClusterHook, ns: str, identity: TaskIdentity, config: RayJobConfig) -> ClusterRef:
-    manifest = build_raycluster_manifest(
-        config,
-        name=cluster_name_for(identity),
-        namespace=ns,
-        labels=labels_for(identity),
-        annotations={OWNER_ANNOTATION: identity.task_key},
-    )
+    manifest = task_cluster_manifest(config, identity, ns)
     hook.create_or_adopt_cluster(manifest, identity.task_key)
     return ClusterRef(Backend.KUBERNETES, name=manifest["metadata"]["name"], namespace=ns, owned=True)
 
@@ -183,13 +174,7 @@ def test_reattach_and_ownership(kube, namespace):
     """Same try twice: the second create adopts the cluster; another task's name clash is refused."""
     hook = RayClusterHook("ray_kube")
     identity = TaskIdentity("owner", "t", uuid.uuid4().hex)
-    manifest = build_raycluster_manifest(
-        RayJobConfig(head_node_config=SMALL_HEAD),
-        name=cluster_name_for(identity),
-        namespace=namespace,
-        labels=labels_for(identity),
-        annotations={OWNER_ANNOTATION: identity.task_key},
-    )
+    manifest = task_cluster_manifest(RayJobConfig(head_node_config=SMALL_HEAD), identity, namespace)
     _, created = hook.create_or_adopt_cluster(manifest, identity.task_key)
     assert created
     _, created_again = hook.create_or_adopt_cluster(manifest, identity.task_key)

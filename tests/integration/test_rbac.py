@@ -25,14 +25,11 @@ from kubernetes.client.rest import ApiException
 from airflow_provider_flyray.cluster import Backend, ClusterRef
 from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook, proxy_dashboard_url
-from airflow_provider_flyray.manifest import build_raycluster_manifest
+from airflow_provider_flyray.manifest import task_cluster_manifest
 from airflow_provider_flyray.naming import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
-    OWNER_ANNOTATION,
     TaskIdentity,
-    cluster_name_for,
-    labels_for,
 )
 from tests.conftest import REPO
 from tests.integration.test_kuberay import create_cluster, run_trigger
@@ -280,13 +277,7 @@ def test_a_namespace_outside_the_role_is_refused_clearly(tenant):
     other = tenant.other
     hook = RayClusterHook("ray_rbac_other")
     identity = TaskIdentity("rbac", "elsewhere", uuid.uuid4().hex)
-    manifest = build_raycluster_manifest(
-        RayJobConfig(head_node_config=SMALL_HEAD),
-        name=cluster_name_for(identity),
-        namespace=other,
-        labels=labels_for(identity),
-        annotations={OWNER_ANNOTATION: identity.task_key},
-    )
+    manifest = task_cluster_manifest(RayJobConfig(head_node_config=SMALL_HEAD), identity, other)
     with pytest.raises(PermissionError) as create:
         hook.create_or_adopt_cluster(manifest, identity.task_key)
     message = str(create.value)

@@ -100,15 +100,7 @@ class AirflowStack:
             timeout=300,
         )
         for component in COMPONENTS:
-            log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115 (closed with the process)
-            self.processes[component] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", component],
-                env=self.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            self._spawn(component)
         deadline = time.monotonic() + timeout
         while True:
             with contextlib.suppress(OSError, urllib.error.URLError):
@@ -147,15 +139,19 @@ class AirflowStack:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log = open(self.home / "logs" / f"{component}.log", "ab")  # noqa: SIM115
-        self.processes[component] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", component],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._spawn(component)
+
+    def _spawn(self, component: str) -> None:
+        """Start one Airflow component in its own process group, appending to its log."""
+        with open(self.home / "logs" / f"{component}.log", "ab") as log:
+            self.processes[component] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", component],
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     # ---- REST ---------------------------------------------------------------------------------------
 
