@@ -23,7 +23,6 @@ from pathlib import Path
 
 from kubernetes import client, config
 
-from tests.e2e.kube_proxy import KubeProxy
 from tests.kube import cluster as control_plane
 from tests.kube.fixtures import ControlPlane
 from tests.stack import REPO, AirflowStack
@@ -76,7 +75,7 @@ def main() -> None:
     core = client.CoreV1Api(client.ApiClient(configuration))
     namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace}})
-    proxy = KubeProxy(plane.server, plane.ca_file, plane.client_cert).start()
+    proxy = plane.api_proxy(as_admin=True).start()
     home = Path(tempfile.mkdtemp(prefix="flyray-bench-airflow-"))
     dags = home / "dags"
     dags.mkdir()

@@ -10,14 +10,15 @@ import pytest
 from kubernetes import client, utils
 
 from tests.conftest import REPO
-from tests.e2e.kube_proxy import KubeProxy
 from tests.integration.test_rbac import mint_token, wait_for_binding, write_kubeconfig
+from tests.kube.api_proxy import ApiProxy
 from tests.stack import AirflowStack
 
 
 @pytest.fixture(scope="module")
-def kube_proxy(kube_control_plane) -> Iterator[KubeProxy]:
-    proxy = KubeProxy(kube_control_plane.server, kube_control_plane.ca_file, kube_control_plane.client_cert).start()
+def kube_proxy(kube_control_plane) -> Iterator[ApiProxy]:
+    """A `kubectl proxy` stand-in: the UI links point through it, as a user's browser would."""
+    proxy = kube_control_plane.api_proxy(as_admin=True).start()
     yield proxy
     proxy.stop()
 

@@ -28,6 +28,13 @@ class ControlPlane:
         """(cert, key) of the admin client certificate (O=system:masters)."""
         return str(self.state_dir / "pki" / "admin.crt"), str(self.state_dir / "pki" / "admin.key")
 
+    def api_proxy(self, *, as_admin: bool = False):
+        """A counting, fault-injecting loopback proxy to this API server (not started). ``as_admin``:
+        a `kubectl proxy` stand-in that needs no credentials from its caller."""
+        from .api_proxy import ApiProxy
+
+        return ApiProxy(self.server, self.ca_file, self.client_cert if as_admin else None, as_admin=as_admin)
+
     def api_client(self):
         from kubernetes import config
 

@@ -1,0 +1,137 @@
+"""What the fault matrix looks at from the outside: leftovers, and how many Ray jobs a task submitted.
+
+Jobs are counted on the cluster itself (the Jobs API of every managed head, polled from the host through
+the pod network), so the count includes anything a retry or a restarted triggerer might have submitted
+and survives the cluster's deletion at the end of the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+from typing import Any
+
+from kubernetes import client
+
+from airflow_provider_flyray.naming import MANAGED_BY_LABEL
+from tests.kube import net, paths
+from tests.stack import local_ray_pids
+
+
+def managed_clusters(custom: client.CustomObjectsApi, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    items = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", label_selector=selector)
+    return [c for c in items["items"] if (c["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)]
+
+
+def head_pod(core: client.CoreV1Api, namespace: str, cluster: str) -> client.V1Pod | None:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={cluster},ray.io/node-type=head").items
+    return pods[0] if pods else None
+
+
+def host_link_of(pod: client.V1Pod) -> str:
+    """The host end of a pod's veth on the test bridge (see tests/kube/net.py): cutting it cuts the pod off."""
+    return paths.VETH_PREFIX + pod.metadata.uid.replace("-", "")[:8]
+
+
+def set_link(name: str, up: bool) -> None:
+    net.ip("link", "set", name, "up" if up else "down")
+
+
+def leftovers(
+    core: client.CoreV1Api,
+    custom: client.CustomObjectsApi,
+    namespace: str,
+    selector: str,
+    netns_before: set[str] | None = None,
+    timeout: float = 60,
+) -> list[str]:
+    """What is still there after the task ended: RayClusters, pods, pod network namespaces, local Ray
+    processes. Waits up to ``timeout`` for graceful deletion to finish before calling it a leak."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [f"RayCluster {c['metadata']['name']}" for c in managed_clusters(custom, namespace, selector)]
+        found += [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
+        if netns_before is not None:
+            found += [f"netns {n}" for n in sorted(set(net.list_netns()) - netns_before)]
+        found += [f"local Ray pid {pid}" for pid in local_ray_pids()]
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+class JobCounter(threading.Thread):
+    """Polls the Jobs API of every managed RayCluster in a namespace and remembers every submission.
+
+    ``jobs_for(task_key)`` is the number of distinct Ray jobs a task (``airflow_task_key`` metadata)
+    submitted over all its tries; ``clusters`` every cluster name (with uid) seen.
+    """
+
+    def __init__(
+        self,
+        core: client.CoreV1Api,
+        custom: client.CustomObjectsApi,
+        namespace: str,
+        selector: str = "",
+        headers: dict[str, str] | None = None,
+        period: float = 0.3,
+    ) -> None:
+        super().__init__(daemon=True, name=f"job-counter-{namespace}")
+        self.core, self.custom, self.namespace, self.selector = core, custom, namespace, selector
+        self.headers = headers or {}
+        self.period = period
+        self.jobs: dict[str, dict[str, Any]] = {}  # submission_id -> latest job info
+        self.clusters: dict[str, set[str]] = defaultdict(set)  # name -> uids
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                self.poll_once()
+            self._stop.wait(self.period)
+
+    def poll_once(self) -> None:
+        for cluster in managed_clusters(self.custom, self.namespace, self.selector):
+            name = cluster["metadata"]["name"]
+            self.clusters[name].add(cluster["metadata"]["uid"])
+            pod = head_pod(self.core, self.namespace, name)
+            if pod is None or not pod.status.pod_ip:
+                continue
+            request = urllib.request.Request(f"http://{pod.status.pod_ip}:8265/api/jobs/", headers=self.headers)
+            with contextlib.suppress(OSError, ValueError):
+                for job in json.loads(urllib.request.urlopen(request, timeout=2).read()):
+                    if job.get("submission_id"):
+                        self.jobs[job["submission_id"]] = job
+
+    def jobs_for(self, task_key_part: str) -> list[str]:
+        """Submission ids whose ``airflow_task_key`` contains ``task_key_part`` (e.g. the dag id)."""
+        return sorted(
+            sid
+            for sid, job in self.jobs.items()
+            if task_key_part in str((job.get("metadata") or {}).get("airflow_task_key", ""))
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.poll_once()
+
+    def __enter__(self) -> JobCounter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def netns_now() -> set[str]:
+    return set(net.list_netns())
+
+
+def ip_link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
