@@ -7,6 +7,7 @@ This module adds the Ray side: backend, how to reach the dashboard, the links' U
 
 from __future__ import annotations
 
+import difflib
 import re
 import string
 from dataclasses import dataclass
@@ -19,6 +20,27 @@ from airflow_provider_flyray.errors import ConfigError
 DEFAULT_NAMESPACE = "default"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TEMPLATE_FIELDS = frozenset({"namespace", "cluster", "service", "submission_id"})
+# Every extras field this connection reads: its own and those KubernetesHook reads.
+KNOWN_EXTRAS = frozenset(
+    {
+        "backend",
+        "namespace",
+        "dashboard_access",
+        "dashboard_address",
+        "dashboard_url_template",
+        "dashboard_token",
+        "dashboard_token_secret",
+        "verify_tls",
+        "in_cluster",
+        "kube_config_path",
+        "kube_config",
+        "cluster_context",
+        "disable_verify_ssl",
+        "disable_tcp_keepalive",
+        "xcom_sidecar_container_image",
+        "xcom_sidecar_container_resources",
+    }
+)
 
 
 class DashboardAccess(StrEnum):
@@ -76,6 +98,12 @@ def parse_connection_extras(
     extras: dict[str, Any], *, default_access: DashboardAccess | None = None
 ) -> ConnectionSettings:
     """Validate the Ray fields of a ``flyray`` connection's extras."""
+    for key in extras:
+        # A misspelt field would silently fall back to its default (e.g. another dashboard access or
+        # namespace): refuse keys that are close to a known one. Other unknown keys are left alone.
+        close = [] if key in KNOWN_EXTRAS else difflib.get_close_matches(str(key), KNOWN_EXTRAS, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"connection.extra.{key}", f"unknown field; did you mean {close[0]!r}?")
     backend_text = str(extras.get("backend") or Backend.KUBERNETES.value).strip().lower()
     if backend_text not in (Backend.KUBERNETES.value, Backend.LOCAL.value):
         raise ConfigError("connection.extra.backend", f"got {backend_text!r}; expected 'kubernetes' or 'local'")

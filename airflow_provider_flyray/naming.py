@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_flyray.errors import ConfigError
+
 MAX_CLUSTER_NAME = 53
 MAX_LABEL_VALUE = 63
 
@@ -82,6 +84,17 @@ def submission_id_for(identity: TaskIdentity) -> str:
 
 def is_valid_cluster_name(name: str) -> bool:
     return len(name) <= MAX_CLUSTER_NAME and bool(_DNS1035_LABEL.match(name))
+
+
+def check_cluster_name(value: Any, field: str = "cluster_name") -> str:
+    """An existing RayCluster's name as KubeRay allows it (it refuses any other), or a ConfigError."""
+    if not isinstance(value, str) or not is_valid_cluster_name(value):
+        raise ConfigError(
+            field,
+            f"{value!r} is not a RayCluster name: 1-{MAX_CLUSTER_NAME} lowercase letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit",
+        )
+    return value
 
 
 def label_value(text: str) -> str:

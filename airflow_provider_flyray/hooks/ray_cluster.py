@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import cached_property
@@ -227,7 +228,15 @@ class RayClusterHook(KubernetesHook):
 
     def validate(self) -> ConnectionSettings:
         """Parse the connection now: bad fields fail before anything is created."""
-        return self.settings
+        settings = self.settings
+        path = self.conn_extras.get("kube_config_path")
+        if settings.backend is Backend.KUBERNETES and path and not os.access(str(path), os.R_OK):
+            # The Kubernetes client would only say "Invalid kube-config file. No configuration found."
+            raise ConfigError(
+                "connection.extra.kube_config_path",
+                f"{path!r} does not exist or is not readable; expected the path of a kubeconfig file on the worker",
+            )
+        return settings
 
     # ---- Kubernetes, with retries -----------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from airflow_provider_flyray.manifest import head_service_name, task_cluster_man
 from airflow_provider_flyray.naming import (
     OWNER_ANNOTATION,
     TaskIdentity,
+    check_cluster_name,
     cluster_name_for,
     job_metadata_for,
     submission_id_for,
@@ -212,6 +213,16 @@ class FlyteRayOperator(BaseOperator):
         if not isinstance(self.wait_for_completion, bool):
             raise ConfigError("wait_for_completion", "expected True or False")
 
+    def _check_rendered_names(self) -> None:
+        """``None`` means unset; a value that rendered empty is an error, never a silent fallback (an
+        empty ``cluster_name`` or ``address`` would otherwise create a transient cluster instead)."""
+        for name in ("cluster_name", "namespace", "address"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(name, f"rendered to {value!r}; give a value or leave it unset (None)")
+        if self.cluster_name is not None:
+            check_cluster_name(self.cluster_name)
+
     def _rendered_runtime_env(self) -> dict[str, Any] | None:
         own = validate_runtime_env(self.runtime_env, "runtime_env")
         from_config = self.ray_job_config.runtime_env
@@ -267,6 +278,7 @@ class FlyteRayOperator(BaseOperator):
         execute_started = time.time()
         identity = TaskIdentity.from_ti(context["ti"])
         # All validation first: nothing is created if any input is wrong.
+        self._check_rendered_names()
         submission = self._submission_for(identity)
         address = self._existing_address()
         hook = RayClusterHook(self.ray_conn_id, namespace=self.namespace or None)
