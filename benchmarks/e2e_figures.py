@@ -23,18 +23,12 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from benchmarks.common import timings_from_log, worker_slot_seconds
 from tests.kube import cluster as control_plane
 from tests.kube.fixtures import ControlPlane
 from tests.stack import REPO, AirflowStack
 
 TASK = {"example_flyray_local": "estimate_pi", "example_flyray_kuberay": "train"}
-
-
-def timings_from_log(log: str) -> dict[str, float]:
-    for line in reversed(log.splitlines()):
-        if "flyray timings " in line:
-            return json.loads(line.split("flyray timings ", 1)[1].split("}", 1)[0] + "}")
-    raise RuntimeError("no timings line in the task log")
 
 
 def run_once(stack: AirflowStack, dag_id: str) -> dict[str, float]:
@@ -52,7 +46,7 @@ def run_once(stack: AirflowStack, dag_id: str) -> dict[str, float]:
     row = {
         "wall": done - triggered,
         "scheduling": t["execute_started"] - triggered,
-        "worker_slot": (t["deferred"] - t["execute_started"]) + (t["finished"] - t["resumed"]),
+        "worker_slot": worker_slot_seconds(t),
     }
     if "cluster_ready" in t:
         row["cluster_start"] = t["cluster_ready"] - t["execute_started"]

@@ -105,13 +105,13 @@ def transient_runs(bench: KubeBench, stack: AirflowStack, runs: int, job_seconds
             run_id = run_dag(stack, "bench_transient", {"entrypoint": SLEEP.format(seconds=job_seconds)})
             done = time.time()
             cluster = stack.xcom("bench_transient", run_id, "job")["cluster_name"]
-            row = task_row(stack, "bench_transient", run_id)
+            figures = task_row(stack, "bench_transient", run_id)
             ready = watch.ready_seen[cluster]
-            row = {
-                "ready_to_submitted": row["_submitted"] - ready,
-                "ready_lag": row["_cluster_ready"] - ready,
-                **row,
-                "create_to_ready": ready - row["_execute_started"],
+            row: dict[str, Any] = {
+                "ready_to_submitted": figures["_submitted"] - ready,
+                "ready_lag": figures["_cluster_ready"] - ready,
+                **figures,
+                "create_to_ready": ready - figures["_execute_started"],
                 "wall": done - triggered,
                 "_ready_condition_time": watch.condition_time.get(cluster, 0.0),
                 "_loadavg": loadavg(),
@@ -154,7 +154,7 @@ def shared_cluster(bench: KubeBench, stack: AirflowStack, jobs: int, job_seconds
     starts = sorted(r["_job_start"] for r in rows)
     ends = sorted(r["_job_end"] for r in rows)
     peak = max(sum(1 for r in rows if r["_job_start"] <= s < r["_job_end"]) for s in starts)
-    result = {
+    result: dict[str, Any] = {
         "jobs": jobs,
         "job_seconds": job_seconds,
         "runs": rows,
@@ -292,6 +292,7 @@ def main() -> None:
     parser.add_argument("--skip-shared", action="store_true")
     parser.add_argument("--trigger-level", action="store_true", help="the trigger alone, without Airflow")
     args = parser.parse_args()
+    result: dict[str, Any]
     with kube_bench("bench-lat") as bench:
         if args.trigger_level:
             result = {"trigger_level": trigger_level(bench, args.runs, args.job_seconds)}
@@ -306,7 +307,7 @@ def main() -> None:
                 0 if args.skip_shared else args.shared_jobs,
                 args.shared_seconds,
             )
-    result["date"] = today()
+    result["date"] = today()  # type: ignore[assignment]
     path = write_result(f"latency-{result['date']}.json", result)
     print(f"\n{table(result)}\n\n(python -m benchmarks.kuberay_latency --runs {args.runs}; written to {path})")
 
