@@ -45,7 +45,7 @@ from airflow_provider_flyray.naming import (
     job_metadata_for,
     submission_id_for,
 )
-from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
+from airflow_provider_flyray.triggers.ray_job import DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT, RayJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -119,6 +119,8 @@ class FlyteRayOperator(BaseOperator):
     :param startup_timeout: seconds for the cluster to become ready (default ``[flyray] startup_timeout``, 600).
     :param on_finish_action: ``delete_cluster`` (default), ``keep_cluster`` or ``delete_succeeded_cluster``.
     :param get_logs: stream the job's logs into the task log.
+    :param dashboard_unreachable_timeout: seconds the Ray dashboard may stay unreachable during the job
+        (retried meanwhile) before the task fails (default 120).
     """
 
     template_fields: Sequence[str] = ("entrypoint", "runtime_env", "metadata", "cluster_name", "namespace", "address")
@@ -147,6 +149,7 @@ class FlyteRayOperator(BaseOperator):
         startup_timeout: float | None = None,
         on_finish_action: str | None = None,
         get_logs: bool = True,
+        dashboard_unreachable_timeout: float = DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -178,6 +181,7 @@ class FlyteRayOperator(BaseOperator):
         )
         self.on_finish_action = on_finish_action
         self.get_logs = get_logs
+        self.dashboard_unreachable_timeout = dashboard_unreachable_timeout
         self._check_static_arguments()
         self._ref: ClusterRef | None = None
         self._submission_id: str | None = None
@@ -207,6 +211,14 @@ class FlyteRayOperator(BaseOperator):
             or self.startup_timeout <= 0
         ):
             raise ConfigError("startup_timeout", f"expected seconds > 0, got {self.startup_timeout!r}")
+        if (
+            isinstance(self.dashboard_unreachable_timeout, bool)
+            or not isinstance(self.dashboard_unreachable_timeout, int | float)
+            or self.dashboard_unreachable_timeout <= 0
+        ):
+            raise ConfigError(
+                "dashboard_unreachable_timeout", f"expected seconds > 0, got {self.dashboard_unreachable_timeout!r}"
+            )
         if not isinstance(self.ray_conn_id, str) or not self.ray_conn_id:
             raise ConfigError("ray_conn_id", "expected a connection id")
         self.lifecycle = resolve_lifecycle(self.on_finish_action, self.ray_job_config)
@@ -313,6 +325,7 @@ class FlyteRayOperator(BaseOperator):
                 on_finish_action=self.lifecycle.on_finish_action.value,
                 keep_alive_seconds=self.lifecycle.keep_alive_seconds,
                 submit_only=not self.wait_for_completion,
+                dashboard_unreachable_timeout=float(self.dashboard_unreachable_timeout),
                 timings={"execute_started": execute_started, "deferred": time.time()},
             )
         except BaseException:

@@ -42,22 +42,28 @@ def set_link(name: str, up: bool) -> None:
     net.ip("link", "set", name, "up" if up else "down")
 
 
+def netns_of(pod_uid: str) -> str:
+    """The network namespace the test node agent made for a pod (see tests/kube/agent.py)."""
+    return paths.NETNS_PREFIX + pod_uid.replace("-", "")[:8]
+
+
 def leftovers(
     core: client.CoreV1Api,
     custom: client.CustomObjectsApi,
     namespace: str,
     selector: str,
-    netns_before: set[str] | None = None,
+    pod_uids: set[str] = frozenset(),  # type: ignore[assignment]
     timeout: float = 60,
 ) -> list[str]:
-    """What is still there after the task ended: RayClusters, pods, pod network namespaces, local Ray
-    processes. Waits up to ``timeout`` for graceful deletion to finish before calling it a leak."""
+    """What is still there after the task ended: RayClusters, pods, the network namespaces of the pods
+    that ran (``pod_uids``), local Ray processes. Waits up to ``timeout`` for graceful deletion to finish
+    before calling anything a leak."""
     deadline = time.monotonic() + timeout
     while True:
         found = [f"RayCluster {c['metadata']['name']}" for c in managed_clusters(custom, namespace, selector)]
         found += [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
-        if netns_before is not None:
-            found += [f"netns {n}" for n in sorted(set(net.list_netns()) - netns_before)]
+        live_netns = set(net.list_netns())
+        found += [f"netns {netns_of(uid)}" for uid in sorted(pod_uids) if netns_of(uid) in live_netns]
         found += [f"local Ray pid {pid}" for pid in local_ray_pids()]
         if not found or time.monotonic() > deadline:
             return found
@@ -86,15 +92,18 @@ class JobCounter(threading.Thread):
         self.period = period
         self.jobs: dict[str, dict[str, Any]] = {}  # submission_id -> latest job info
         self.clusters: dict[str, set[str]] = defaultdict(set)  # name -> uids
-        self._stop = threading.Event()
+        self.pod_uids: set[str] = set()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             with contextlib.suppress(Exception):
                 self.poll_once()
-            self._stop.wait(self.period)
+            self._halt.wait(self.period)
 
     def poll_once(self) -> None:
+        for pod in self.core.list_namespaced_pod(self.namespace, label_selector=self.selector).items:
+            self.pod_uids.add(pod.metadata.uid)
         for cluster in managed_clusters(self.custom, self.namespace, self.selector):
             name = cluster["metadata"]["name"]
             self.clusters[name].add(cluster["metadata"]["uid"])
@@ -115,8 +124,20 @@ class JobCounter(threading.Thread):
             if task_key_part in str((job.get("metadata") or {}).get("airflow_task_key", ""))
         )
 
+    def wait_for_job(self, task_key_part: str, status: str = "RUNNING", timeout: float = 240) -> str:
+        """The submission id of the task's first job seen in ``status``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for sid in self.jobs_for(task_key_part):
+                if self.jobs[sid].get("status") == status:
+                    return sid
+            time.sleep(0.3)
+        raise TimeoutError(
+            f"no {status} Ray job of {task_key_part} within {timeout:.0f}s (seen: {self.jobs_for(task_key_part)})"
+        )
+
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
         with contextlib.suppress(Exception):
             self.poll_once()
@@ -127,10 +148,6 @@ class JobCounter(threading.Thread):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def netns_now() -> set[str]:
-    return set(net.list_netns())
 
 
 def ip_link_exists(name: str) -> bool:

@@ -131,9 +131,10 @@ class AirflowStack:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def restart(self, component: str) -> None:
+    def restart(self, component: str, *, kill: bool = False) -> None:
+        """Stop a component (SIGTERM; ``kill``: SIGKILL, as a crash or an OOM kill would) and start it again."""
         proc = self.processes[component]
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -188,10 +189,13 @@ class AirflowStack:
                 raise TimeoutError(f"DAG {dag_id} was not parsed; see {self.home}/logs/dag-processor.log")
             time.sleep(1)
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> str:
         self.wait_for_dag(dag_id)
         self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
         return str(run["dag_run_id"])
 
     def run_state(self, dag_id: str, run_id: str) -> str:
