@@ -38,3 +38,7 @@ class RayJobsApiError(FlyrayError):
 
 class DashboardUnreachableError(RayJobsApiError):
     """The Ray dashboard could not be reached within the allowed time."""
+
+
+class TLSVerificationError(FlyrayError):
+    """A server's TLS certificate was not trusted: never retried, the message says what to fix."""

@@ -28,6 +28,7 @@ from kubernetes_asyncio import client as ak8s
 from kubernetes_asyncio import watch as awatch
 from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
 from urllib3.exceptions import HTTPError as Urllib3HTTPError
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from airflow_provider_flyray import jobs_api
 from airflow_provider_flyray.cluster import Backend, ClusterRef
@@ -41,6 +42,7 @@ from airflow_provider_flyray.errors import (
     ConfigError,
     DashboardUnreachableError,
     RayJobsApiError,
+    TLSVerificationError,
 )
 from airflow_provider_flyray.jobs_api import ApiRequest, DashboardEndpoint, JobSubmission
 from airflow_provider_flyray.manifest import (
@@ -154,6 +156,42 @@ def cluster_token_secret_name(
     return None
 
 
+KUBE_TLS_HINT = (
+    "fix the kubeconfig's certificate-authority (the CA that signed the API server's certificate), "
+    "or set the connection's `disable_verify_ssl: true` to skip verification (not recommended)"
+)
+DASHBOARD_TLS_HINT = (
+    "make this machine trust the dashboard's certificate, "
+    "or set the connection's `verify_tls: false` to skip verification (not recommended)"
+)
+
+
+def tls_failure(exc: BaseException) -> str | None:
+    """The certificate problem behind ``exc``, or None when it is not a TLS verification failure (a
+    certificate that is not trusted now will not be trusted on a retry: it must fail at once)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return str(exc.certificate_error)
+    if isinstance(exc, requests.exceptions.SSLError | Urllib3SSLError):
+        return str(exc)
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the SSLError
+    if isinstance(reason, Urllib3SSLError):
+        return str(reason)
+    return None
+
+
+def kube_tls_error(what: str, problem: str) -> TLSVerificationError:
+    return TLSVerificationError(
+        f"{what}: the Kubernetes API server's TLS certificate is not trusted ({problem}); {KUBE_TLS_HINT}"
+    )
+
+
+def dashboard_tls_error(endpoint: DashboardEndpoint, exc: BaseException) -> TLSVerificationError:
+    return TLSVerificationError(
+        f"the TLS certificate of the Ray dashboard at {endpoint.base_url} is not trusted "
+        f"({tls_failure(exc) or exc}); {DASHBOARD_TLS_HINT}"
+    )
+
+
 def interpret_response(status: int, text: str, what: str) -> Any:
     """Decode a Jobs API answer or raise the matching error."""
     if status >= 400:
@@ -253,6 +291,8 @@ class RayClusterHook(KubernetesHook):
                     raise
                 delay = backoff_delay(attempt, _retry_after(exc))
             except (Urllib3HTTPError, OSError) as exc:
+                if (problem := tls_failure(exc)) is not None:
+                    raise kube_tls_error(what, problem) from None
                 if attempt == MAX_ATTEMPTS:
                     raise
                 delay = backoff_delay(attempt)
@@ -392,14 +432,17 @@ class RayClusterHook(KubernetesHook):
         return requests.Session()
 
     def _dashboard_call(self, endpoint: DashboardEndpoint, request: ApiRequest, what: str) -> tuple[int, str]:
-        response = self._http.request(
-            request.method,
-            endpoint.url(request.path),
-            json=request.json,
-            headers=endpoint.headers,
-            timeout=DASHBOARD_TIMEOUT,
-            **endpoint.requests_kwargs(),
-        )
+        try:
+            response = self._http.request(
+                request.method,
+                endpoint.url(request.path),
+                json=request.json,
+                headers=endpoint.headers,
+                timeout=DASHBOARD_TIMEOUT,
+                **endpoint.requests_kwargs(),
+            )
+        except requests.exceptions.SSLError as exc:
+            raise dashboard_tls_error(endpoint, exc) from None
         return response.status_code, response.text
 
     def get_job(self, endpoint: DashboardEndpoint, submission_id: str) -> dict[str, Any] | None:
@@ -536,6 +579,8 @@ class AsyncRaySession:
                     raise
                 delay = backoff_delay(attempt, _retry_after(exc))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if (problem := tls_failure(exc)) is not None:
+                    raise kube_tls_error(what, problem) from None
                 if attempt == MAX_ATTEMPTS:
                     raise
                 delay = backoff_delay(attempt)
@@ -793,15 +838,18 @@ class AsyncRaySession:
         self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: float = DASHBOARD_TIMEOUT
     ) -> tuple[int, str]:
         assert self.http is not None, "use AsyncRaySession as an async context manager"
-        async with self.http.request(
-            request.method,
-            endpoint.url(request.path),
-            json=request.json,
-            headers=endpoint.headers,
-            ssl=endpoint.ssl_context,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-        ) as response:
-            return response.status, await response.text()
+        try:
+            async with self.http.request(
+                request.method,
+                endpoint.url(request.path),
+                json=request.json,
+                headers=endpoint.headers,
+                ssl=endpoint.ssl_context,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                return response.status, await response.text()
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise dashboard_tls_error(endpoint, exc) from None
 
     async def version(self, endpoint: DashboardEndpoint) -> dict[str, Any]:
         status, text = await self.call(endpoint, jobs_api.version_request(), timeout=5)

@@ -58,7 +58,7 @@ class Record:
         """``dashboard`` (through the service proxy), ``watch``, or ``kube``."""
         if "/proxy/" in self.path or self.path.endswith("/proxy"):
             return "dashboard"
-        if "watch=true" in self.path or "watch=1" in self.path:
+        if "watch=true" in self.path.lower() or "watch=1" in self.path:  # kubernetes_asyncio sends watch=True
             return "watch"
         return "kube"
 

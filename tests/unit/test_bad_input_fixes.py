@@ -64,3 +64,23 @@ def test_missing_kubeconfig_file_names_the_field(monkeypatch, tmp_path):
     assert info.value.field == "connection.extra.kube_config_path" and "missing.kubeconfig" in str(info.value)
     (tmp_path / "missing.kubeconfig").write_text("apiVersion: v1\n")
     assert RayClusterHook("ray_missing_kc").validate().namespace == "default"
+
+
+def test_certificate_failures_are_recognised_and_never_retried():
+    import ssl
+
+    import aiohttp
+    import requests
+    from urllib3.exceptions import MaxRetryError, SSLError
+
+    from airflow_provider_flyray.hooks.ray_cluster import dashboard_tls_error, tls_failure
+    from airflow_provider_flyray.jobs_api import DashboardEndpoint
+
+    verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    wrapped = MaxRetryError(None, "/apis", reason=SSLError(verify))  # what the kubernetes client raises
+    assert "CERTIFICATE_VERIFY_FAILED" in (tls_failure(wrapped) or "")
+    assert tls_failure(requests.exceptions.SSLError("bad cert")) == "bad cert"
+    assert tls_failure(MaxRetryError(None, "/apis", reason=ConnectionRefusedError())) is None
+    assert tls_failure(aiohttp.ClientConnectionError("reset")) is None
+    error = dashboard_tls_error(DashboardEndpoint("https://ray.example.com"), requests.exceptions.SSLError("x"))
+    assert "https://ray.example.com" in str(error) and "verify_tls: false" in str(error)
