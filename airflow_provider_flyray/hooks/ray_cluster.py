@@ -58,6 +58,9 @@ from airflow_provider_flyray.status import Startup, StartupVerdict, dashboard_po
 
 T = TypeVar("T")
 DASHBOARD_TIMEOUT = 30.0
+# A job status answers in milliseconds: a hung status call means the dashboard is unreachable, and
+# the trigger should find out (and retry) well before the general timeout.
+STATUS_TIMEOUT = 10.0
 RAY_TOKEN_SECRET_KEY = "auth_token"
 RBAC_HINT = "Check the service account's Role (docker/rbac.yaml lists what the provider needs) and the namespace."
 
@@ -856,7 +859,7 @@ class AsyncRaySession:
         return interpret_response(status, text, "dashboard version")
 
     async def get_job(self, endpoint: DashboardEndpoint, submission_id: str) -> dict[str, Any] | None:
-        status, text = await self.call(endpoint, jobs_api.get_job_request(submission_id))
+        status, text = await self.call(endpoint, jobs_api.get_job_request(submission_id), timeout=STATUS_TIMEOUT)
         if status == 404:
             return None
         return interpret_response(status, text, f"get Ray job {submission_id}")
