@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Commands that tests and demos start (airflow, ray, python) come from the project's venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test lint unit clean
+.PHONY: install demo test lint unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ unit: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m tests.kube build
 	$(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
+
+# The fault matrix (tests/faults: failures, security, bad inputs) alone, ending with its table; also part of `test`.
+faults: $(STAMP)
+	$(BIN)/python -m tests.kube build
+	$(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
+
+# Benchmarks (not tests): trigger capacity vs astro-provider-ray, real-path latency, API economy.
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m tests.kube build
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	-$(BIN)/python -m tests.kube down

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import DAG
 
@@ -33,12 +31,6 @@ def kube_task(dag_id: str, **kwargs) -> DAG:
     return dag
 
 
-# Triggerer restart: keeps its cluster so the test can count the jobs on it afterwards.
-kube_task("e2e_kube_restart", on_finish_action="keep_cluster")
-# Marked failed by the user while deferred.
-kube_task("e2e_kube_kill", entrypoint="sleep 600")
-# execution_timeout shorter than the job.
-kube_task("e2e_kube_timeout", entrypoint="sleep 600", execution_timeout=timedelta(seconds=75))
 # A job that itself runs 10 s, for the latency split.
 kube_task("e2e_kube_10s", entrypoint="bash -c 'sleep 10; echo FLYRAY_RESULT slept'")
 # Long enough to open the UI and the Ray dashboard in a browser while it runs.

@@ -1,11 +1,10 @@
 """End to end on a real Airflow stack (scheduler, triggerer, api-server, dag-processor; LocalExecutor):
 the local backend and the KubeRay backend on the control plane, links while deferred and after, the
-task log, XCom, and the lifecycle under the real triggerer (restart, user kill, execution_timeout)."""
+task log and XCom. The lifecycle under faults (triggerer restart, user kill, execution_timeout...) is
+the fault matrix in tests/faults."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 import urllib.request
 
@@ -65,10 +64,6 @@ def read_when_up(url: str, timeout: float = 60) -> str:
             time.sleep(0.5)
 
 
-def get_json(url: str) -> dict | list:
-    return json.loads(urllib.request.urlopen(url, timeout=10).read())
-
-
 def test_local_backend_on_real_airflow(stack):
     dag_id, task_id = "example_flyray_local", "estimate_pi"
     run_id = stack.trigger(dag_id)
@@ -108,64 +103,5 @@ def test_kuberay_example_on_real_airflow(stack, custom, core, e2e_namespace, kub
     wait_gone(custom, core, e2e_namespace, dag_id)
 
 
-def test_triggerer_restart_keeps_one_job(stack, custom, core, e2e_namespace, kube_proxy):
-    dag_id = "e2e_kube_restart"
-    run_id = stack.trigger(dag_id)
-    assert wait_for_state(stack, dag_id, run_id, {"deferred"})["state"] == "deferred"
-    deadline = time.monotonic() + 240
-    while "tick 3" not in stack.task_log(dag_id, run_id, "job"):
-        assert time.monotonic() < deadline, "the job never started ticking"
-        time.sleep(1)
-    stack.restart("triggerer")
-    assert stack.wait_for_run(dag_id, run_id, timeout=300) == "success"
-    (cluster,) = clusters(custom, e2e_namespace, dag_id)  # kept by on_finish_action="keep_cluster"
-    name = cluster["metadata"]["name"]
-    jobs = get_json(
-        f"{kube_proxy.url}/api/v1/namespaces/{e2e_namespace}/services/{name}-head-svc:dashboard/proxy/api/jobs/"
-    )
-    mine = [j for j in jobs if (j.get("metadata") or {}).get("airflow_dag_id") == dag_id]
-    assert len(mine) == 1 and mine[0]["status"] == "SUCCEEDED", mine
-    assert "FLYRAY_RESULT ticked" in stack.task_log(dag_id, run_id, "job")
-    custom.delete_namespaced_custom_object("ray.io", "v1", e2e_namespace, "rayclusters", name)
-    wait_gone(custom, core, e2e_namespace, dag_id, timeout=60)
-
-
-def test_user_marks_deferred_task_failed(stack, custom, core, e2e_namespace, kube_proxy):
-    dag_id = "e2e_kube_kill"
-    run_id = stack.trigger(dag_id)
-    assert wait_for_state(stack, dag_id, run_id, {"deferred"})["state"] == "deferred"
-    (cluster,) = clusters(custom, e2e_namespace, dag_id)
-    jobs_url = f"{kube_proxy.url}/api/v1/namespaces/{e2e_namespace}/services/{cluster['metadata']['name']}-head-svc:dashboard/proxy/api/jobs/"
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            running = [j for j in get_json(jobs_url) if j["status"] == "RUNNING"]
-        except OSError:
-            running = []
-        if running:
-            break
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(1)
-    submission_id = running[0]["submission_id"]
-    stack.api("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/job", {"new_state": "failed"})
-    killed_at = time.monotonic()
-    seen = set()
-    while time.monotonic() - killed_at < 30:
-        with contextlib.suppress(OSError):
-            seen.add(get_json(jobs_url + submission_id)["status"])
-        if not clusters(custom, e2e_namespace, dag_id):
-            break
-        time.sleep(0.3)
-    gone_after = wait_gone(custom, core, e2e_namespace, dag_id, timeout=30 - (time.monotonic() - killed_at))
-    assert "STOPPED" in seen or f"Stopped Ray job {submission_id} (task killed)" in stack.trigger_logs(dag_id), seen
-    print(f"cluster gone {time.monotonic() - killed_at:.1f}s after the user kill ({gone_after:.1f}s wait)")
-    assert stack.task_instance(dag_id, run_id, "job")["state"] == "failed"
-
-
-def test_execution_timeout_while_deferred(stack, custom, core, e2e_namespace):
-    dag_id = "e2e_kube_timeout"
-    run_id = stack.trigger(dag_id)
-    assert stack.wait_for_run(dag_id, run_id, timeout=300) == "failed"
-    log = stack.task_log(dag_id, run_id, "job")
-    assert "timeout" in log and "execution_timeout reached" in log and "stopped" in log, log[-3000:]
-    wait_gone(custom, core, e2e_namespace, dag_id)
+# Triggerer restart, user kill and execution_timeout while deferred are rows 3-5 of the fault matrix
+# (tests/faults/test_matrix.py), with the other failure scenarios.
