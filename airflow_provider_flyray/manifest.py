@@ -83,6 +83,9 @@ def _pod_template(
         containers.insert(0, primary)
     primary.setdefault("name", container_name)
     primary.setdefault("image", image)
+    # A Ray container that exits at once then explains itself in its status (kubelet copies the end of
+    # its output there), so a startup failure message has the cause without needing `pods/log` rights.
+    primary.setdefault("terminationMessagePolicy", "FallbackToLogsOnError")
     if resources:
         primary["resources"] = _deep_merge(resources, primary.get("resources", {}))
     if ports and not primary.get("ports"):

@@ -287,7 +287,9 @@ def test_head_crashes(scenario, start):
     assert run.finish() == "failed"
     log = run.log()
     line = first_line_with(log, "did not start")
-    assert line and ("CrashLoopBackOff" in log or "exited" in log or "Error" in line), log[-3000:]
+    assert "CrashLoopBackOff" in line and "last exit code" in line, log[-3000:]
+    # The container's own last words (FallbackToLogsOnError): Ray's complaint about the bad parameter.
+    assert "Resource quantities must be nonnegative" in log, log[-3000:]
     took = time.monotonic() - started
     assert took < 180
     record(scenario, run, f"failed after {took:.0f}s: {line}")

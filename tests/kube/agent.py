@@ -482,8 +482,21 @@ class PodRunner(threading.Thread):
             "finishedAt": c.finished_at,
             "containerID": f"flyray://{c.proc.pid}",
         }
+        if rc != 0 and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            c.terminated["message"] = self.last_output(c)
         log.info("pod %s/%s: container %s exited %d", self.ns, self.name, c.name, rc)
         return rc
+
+    def last_output(self, c: Container) -> str:
+        """What a kubelet puts in ``terminated.message`` under FallbackToLogsOnError (no termination-log
+        file here): the end of this run's output, at most 80 lines and 2048 bytes."""
+        try:
+            text = (self.workdir / "logs" / f"{c.name}.log").read_bytes()[-65536:].decode(errors="replace")
+        except OSError:
+            return ""
+        starts = list(re.finditer(r"^--- \S+ start #\d+: .*$", text, re.MULTILINE))
+        run = text[starts[-1].end() :] if starts else text
+        return "\n".join(run.splitlines()[-80:]).encode()[-2048:].decode(errors="ignore")
 
     def backoff(self, c: Container) -> None:
         delay = min(BACKOFF_BASE * (2**c.restart_count), BACKOFF_MAX)

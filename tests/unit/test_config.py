@@ -111,10 +111,13 @@ def test_flyte_style_config_renders_a_kuberay_manifest():
     assert container["image"] == DEFAULT_RAY_IMAGE
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
     assert {"name": "dashboard", "containerPort": 8265} in container["ports"]
+    # A head that exits at once carries the end of its output in its status (no pods/log rights needed).
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert head["template"]["metadata"]["labels"] == LABELS
     (group,) = manifest["spec"]["workerGroupSpecs"]
     assert (group["groupName"], group["replicas"], group["minReplicas"], group["maxReplicas"]) == ("cpu", 2, 2, 2)
     worker = group["template"]["spec"]["containers"][0]
+    assert worker["terminationMessagePolicy"] == "FallbackToLogsOnError"
     # GPUs are an extended resource: Kubernetes wants the limit equal to the request.
     assert worker["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert worker["resources"]["limits"] == {"nvidia.com/gpu": "1"}
