@@ -57,9 +57,9 @@ def kube_parts(quick: bool) -> dict[str, Any]:
         proxy, counted_kubeconfig = api_economy.start_proxy(bench)
         connections = kuberay_latency.stack_connections(bench) | {"ray_econ": bench.conn(counted_kubeconfig, "proxy")}
         with airflow_stack(connections, kuberay_latency.STACK_ENV) as stack:
-            latency = kuberay_latency.measure(bench, stack, runs, 5, shared, 30)
+            latency = kuberay_latency.measure(bench, stack, runs, 5, shared, 45)
             latency["commands"] = f"python -m benchmarks.kuberay_latency --runs {runs} --job-seconds 5" + (
-                " --skip-shared" if not shared else f" --shared-jobs {shared} --shared-seconds 30"
+                " --skip-shared" if not shared else f" --shared-jobs {shared} --shared-seconds 45"
             )
             economy = api_economy.measure(bench, stack, proxy, counted_kubeconfig, econ_seconds)
             economy["commands"] = f"python -m benchmarks.api_economy --job-seconds {econ_seconds}"

@@ -103,6 +103,24 @@ def worker_slot_seconds(t: dict[str, float]) -> float:
     return (t["deferred"] - t["execute_started"]) + (t["finished"] - t["resumed"])
 
 
+def task_process_seconds(log_file: Path) -> float:
+    """Seconds the task's processes were at work, from its own log file: each run (the first and the one
+    resuming after the deferral) from its first line (``::group::Pre Execute``: start-up, DAG parse) to its
+    last (``::endgroup::`` of Post Execute). Process fork and exit are not in it."""
+    runs: list[list[float]] = []
+    for line in log_file.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        at = epoch(entry.get("timestamp"))
+        if at is None:
+            continue
+        if entry.get("event") == "::group::Pre Execute" or not runs:
+            runs.append([at, at])
+        runs[-1][1] = at
+    return sum(end - start for start, end in runs)
+
+
 def epoch(iso: str | None) -> float | None:
     """Airflow/Kubernetes timestamps to epoch seconds."""
     if not iso:

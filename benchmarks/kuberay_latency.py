@@ -12,6 +12,8 @@ Transient (one task = one RayCluster; ``bench_transient``), per run, medians and
   job end -> event          Ray's job ``end_time`` -> the trigger's event
   event -> task success     the trigger's event -> the task instance's ``end_date`` (Airflow REST API)
   worker slot               ``execute`` up to the deferral + ``execute_complete`` (the operator's timings line)
+  task process              the task's two runs (start, then resume) from first to last line of its log file:
+                            what the slot costs with Airflow's task start-up and DAG parse included
 Shared (``--shared-jobs`` mapped tasks, each submitting a light job to ONE existing RayCluster), the same
 figures over the jobs (ready -> submitted becomes trigger start -> submitted: the cluster is long ready).
 """
@@ -37,6 +39,7 @@ from benchmarks.common import (
     loadavg,
     run_dag,
     summarize_rows,
+    task_process_seconds,
     timings_from_log,
     today,
     worker_slot_seconds,
@@ -61,7 +64,8 @@ LABELS = {
     "trigger_start_to_submitted": "trigger started -> job submitted",
     "job_end_to_event": "job end_time (Ray) -> trigger event",
     "event_to_success": "trigger event -> task success (TI end_date)",
-    "worker_slot": "worker-slot seconds per task",
+    "worker_slot": "worker-slot seconds per task (operator: execute + execute_complete)",
+    "task_process": "task process seconds per task (both runs, first to last log line)",
     "create_to_ready": "cluster created -> ready (API watch)",
     "wall": "DAG run triggered -> success",
 }
@@ -78,6 +82,8 @@ def task_row(stack: AirflowStack, dag_id: str, run_id: str, map_index: int | Non
     content = body.get("content", "")
     text = "\n".join(str(i.get("event", "")) if isinstance(i, dict) else str(i) for i in content)
     t = timings_from_log(text if isinstance(content, list) else str(content))
+    task_dir = stack.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=job"
+    log_file = task_dir / ("" if map_index is None else f"map_index={map_index}") / "attempt=1.log"
     end_date = epoch(ti.get("end_date"))
     assert end_date is not None, f"no end_date on {dag_id}/{run_id}/job{suffix}"
     return {
@@ -86,6 +92,7 @@ def task_row(stack: AirflowStack, dag_id: str, run_id: str, map_index: int | Non
         "job_end_to_event": t["event"] - t["job_end_time"],
         "event_to_success": end_date - t["event"],
         "worker_slot": worker_slot_seconds(t),
+        "task_process": task_process_seconds(log_file),
         # kept for the shared run's overlap check and for the JSON
         "_cluster_ready": t["cluster_ready"],
         "_submitted": t["submitted"],
@@ -288,7 +295,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--job-seconds", type=float, default=5)
     parser.add_argument("--shared-jobs", type=int, default=20)
-    parser.add_argument("--shared-seconds", type=float, default=30)
+    parser.add_argument("--shared-seconds", type=float, default=45)
     parser.add_argument("--skip-shared", action="store_true")
     parser.add_argument("--trigger-level", action="store_true", help="the trigger alone, without Airflow")
     args = parser.parse_args()
