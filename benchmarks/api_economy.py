@@ -16,16 +16,11 @@ job printing a line a second. Baseline: benchmarks/fixed_poll.py, same cluster, 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections import Counter
 from typing import Any
-
-import aiohttp
-from aiohttp import web
 
 from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig
 from benchmarks.common import (
@@ -39,7 +34,7 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.fixed_poll import run_fixed_poll
-from tests.kube.api_proxy import HOP_BY_HOP, ApiProxy, Record
+from tests.kube.api_proxy import ApiProxy, Record
 from tests.stack import AirflowStack
 
 SILENT = "python -c \"import time; time.sleep({seconds}); print('done')\""
@@ -50,50 +45,6 @@ HEAD = RayJobConfig(
     )
 )
 KINDS = ("kube", "watch", "dashboard")
-
-
-class CountingProxy(ApiProxy):
-    """The counting API proxy plus WebSocket pass-through, so the Ray log tail (a WebSocket through the API
-    server's service proxy) works as it does against the API server itself; it counts as one request."""
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() != "websocket":
-            return await super()._forward(request)
-        path = str(request.rel_url)
-        skip = {"host", "accept-encoding", "upgrade", *HOP_BY_HOP}
-        skip |= {k for k in (h.lower() for h in request.headers) if k.startswith("sec-websocket")}
-        if self.as_admin:
-            skip.add("authorization")
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
-        try:
-            upstream = await self._session.ws_connect(self.upstream + path, headers=headers, ssl=self._ssl)
-        except aiohttp.WSServerHandshakeError as exc:
-            self.records.append(Record(time.monotonic(), request.method, path, exc.status, False))
-            return web.Response(status=exc.status, text=exc.message)
-        self.records.append(Record(time.monotonic(), request.method, path, 101, False))
-        downstream = web.WebSocketResponse()
-        await downstream.prepare(request)
-
-        async def pump(source: Any, sink: Any) -> None:
-            async for message in source:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    await sink.send_str(message.data)
-                elif message.type == aiohttp.WSMsgType.BINARY:
-                    await sink.send_bytes(message.data)
-                else:
-                    break
-
-        pumps = [asyncio.ensure_future(pump(upstream, downstream)), asyncio.ensure_future(pump(downstream, upstream))]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in pumps:
-                task.cancel()
-            with contextlib.suppress(Exception):
-                await upstream.close()
-            with contextlib.suppress(Exception):
-                await downstream.close()
-        return downstream
 
 
 def what(record: Record) -> str:
@@ -168,7 +119,7 @@ def start_proxy(bench: KubeBench) -> tuple[ApiProxy, str]:
     """The counting proxy (passes the service account's token through) and a kubeconfig pointing at it."""
     # A watch the provider cancels (as it should) makes the proxy log a reset connection: not a finding.
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    proxy = CountingProxy(bench.plane.server, bench.plane.ca_file).start()
+    proxy = ApiProxy(bench.plane.server, bench.plane.ca_file).start()
     bench.on_exit(proxy.stop)
     return proxy, bench.sa_kubeconfig(proxy.url, "counted.kubeconfig")
 

@@ -7,6 +7,8 @@ over TLS to the real kube-apiserver, streaming watch responses. Faults:
 * ``fail(status, count=..., seconds=..., retry_after=...)``: answer ``status`` instead of forwarding;
 * ``drop(seconds=...)``: close connections without an answer, and cut the open watch streams.
 
+WebSockets (the Ray log tail through the service proxy) pass through and count as one request.
+
 It also serves as the `kubectl proxy` stand-in of the end-to-end tests (``as_admin=True``: no
 authentication needed from the caller, the admin client certificate is presented upstream), so a
 browser can open a cluster's dashboard through the API server's service proxy.
@@ -21,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -163,6 +166,8 @@ class ApiProxy:
                 f'"code":{fault.status}}}'
             )
             return web.Response(status=fault.status, text=body, content_type="application/json", headers=headers)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._forward_websocket(request)
         skip = {"host", "accept-encoding", *HOP_BY_HOP}
         if self.as_admin:
             skip.add("authorization")
@@ -193,6 +198,44 @@ class ApiProxy:
         finally:
             if transport is not None:
                 self._streams.discard(transport)
+
+    async def _forward_websocket(self, request: web.Request) -> web.StreamResponse:
+        """WebSocket pass-through (the Ray log tail through the API server's service proxy); one request."""
+        path = str(request.rel_url)
+        skip = {"host", "accept-encoding", "upgrade", *HOP_BY_HOP}
+        skip |= {k for k in (h.lower() for h in request.headers) if k.startswith("sec-websocket")}
+        if self.as_admin:
+            skip.add("authorization")
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        try:
+            upstream = await self._session.ws_connect(self.upstream + path, headers=headers, ssl=self._ssl)
+        except aiohttp.WSServerHandshakeError as exc:
+            self.records.append(Record(time.monotonic(), request.method, path, exc.status, False))
+            return web.Response(status=exc.status, text=exc.message)
+        self.records.append(Record(time.monotonic(), request.method, path, 101, False))
+        downstream = web.WebSocketResponse()
+        await downstream.prepare(request)
+
+        async def pump(source: Any, sink: Any) -> None:
+            async for message in source:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    await sink.send_str(message.data)
+                elif message.type == aiohttp.WSMsgType.BINARY:
+                    await sink.send_bytes(message.data)
+                else:
+                    break
+
+        pumps = [asyncio.ensure_future(pump(upstream, downstream)), asyncio.ensure_future(pump(downstream, upstream))]
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await upstream.close()
+            with contextlib.suppress(Exception):
+                await downstream.close()
+        return downstream
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
