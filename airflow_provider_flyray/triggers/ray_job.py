@@ -231,7 +231,11 @@ class RayJobTrigger(BaseTrigger):
             self.log.info("Ray job %s already submitted; following it", job.submission_id)
             self._active_submission_id = job.submission_id
             return job.submission_id
-        for earlier in jobs_api.jobs_of_task(await session.list_jobs(self._endpoint), self.owner_key):
+        # A first try has no earlier try to adopt: skip listing every job of the cluster (N triggers
+        # starting together on one cluster would each download and parse the whole, growing list).
+        first_try = job.metadata.get("airflow_try_number") == "1"
+        earlier_jobs = [] if first_try else await session.list_jobs(self._endpoint)
+        for earlier in jobs_api.jobs_of_task(earlier_jobs, self.owner_key):
             if not job_status_of(earlier).is_terminal:
                 adopted = str(earlier.get("submission_id"))
                 self.log.info("Reattaching to Ray job %s of an earlier try (still %s)", adopted, earlier.get("status"))
@@ -246,7 +250,9 @@ class RayJobTrigger(BaseTrigger):
     async def _wait_for_job(self, session: AsyncRaySession, ref: ClusterRef, submission_id: str) -> dict[str, Any]:
         assert self._endpoint is not None
         endpoint = self._endpoint
-        # Set by the log tail on new output and when it closes: both hint that the job may have ended.
+        # Set when the log tail closes: Ray closes it 2-4 s after the job ends, the early end signal.
+        # New output does not wake the status check: a check per output chunk would make the requests
+        # grow with how much the jobs print (one per second each) instead of with the poll interval.
         wake = asyncio.Event()
         last_check = 0.0
         tail_task = (
@@ -264,7 +270,7 @@ class RayJobTrigger(BaseTrigger):
                     if gone_task.exception() is None:
                         raise ClusterGoneError(gone_task.result())
                     gone_task = None  # the watch itself failed: the dashboard checks still notice
-                # Output bursts wake the loop; never check the status more than twice a second.
+                # A tail that keeps closing (dropped streams) never checks the status more than twice a second.
                 await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
                 last_check = time.monotonic()
                 try:
@@ -347,7 +353,6 @@ class RayJobTrigger(BaseTrigger):
                     self.log.info("[ray] %s", line)
                 # Only complete lines count as shown: a partial one is re-read if the stream drops.
                 self._shown_chars = seen - len(partial)
-                wake.set()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.log.debug("log tail of %s dropped: %s", submission_id, exc)
             await asyncio.sleep(1)
