@@ -891,7 +891,10 @@ class AsyncRaySession:
             endpoint.ws_url(jobs_api.tail_path(submission_id)),
             headers=endpoint.headers,
             ssl=endpoint.ssl_context,
-            heartbeat=30,
+            # No pings: Ray's tail handler only writes, so its aiohttp server never answers a ping and a
+            # heartbeat would drop (and replay from the start) every tail of a job quiet for 45 s. A dead
+            # stream is noticed by the status checks instead, which re-open it.
+            heartbeat=None,
         ) as ws:
             async for message in ws:
                 if message.type == aiohttp.WSMsgType.TEXT:
