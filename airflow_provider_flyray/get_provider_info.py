@@ -94,6 +94,15 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "600",
                         "default": "600",
                     },
+                    "min_deferral_seconds": {
+                        "description": "Shortest time between a task deferring and its trigger's event: works "
+                        "around Airflow 3.3 failing tasks whose trigger fires before the scheduler processed the "
+                        "deferral (apache/airflow#72716). 0 turns it off.",
+                        "version_added": "0.1.0",
+                        "type": "float",
+                        "example": "8",
+                        "default": "8",
+                    },
                 },
             }
         },

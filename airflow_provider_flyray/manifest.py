@@ -12,7 +12,13 @@ from airflow_provider_flyray.config import (
     RayJobConfig,
     WorkerNodeConfig,
 )
-from airflow_provider_flyray.naming import OWNER_ANNOTATION, TaskIdentity, cluster_name_for, labels_for
+from airflow_provider_flyray.naming import (
+    ON_FINISH_ANNOTATION,
+    OWNER_ANNOTATION,
+    TaskIdentity,
+    cluster_name_for,
+    labels_for,
+)
 
 RAY_API_GROUP = "ray.io"
 RAY_API_VERSION = "v1"
@@ -176,12 +182,17 @@ def build_raycluster_manifest(
     }
 
 
-def task_cluster_manifest(config: RayJobConfig, identity: TaskIdentity, namespace: str) -> dict[str, Any]:
-    """The transient RayCluster of one task try: its name, labels and owner annotation come from the task."""
+def task_cluster_manifest(
+    config: RayJobConfig, identity: TaskIdentity, namespace: str, on_finish_action: str | None = None
+) -> dict[str, Any]:
+    """The transient RayCluster of one task try: its name, labels and annotations come from the task."""
+    annotations = {OWNER_ANNOTATION: identity.task_key}
+    if on_finish_action is not None:
+        annotations[ON_FINISH_ANNOTATION] = on_finish_action
     return build_raycluster_manifest(
         config,
         name=cluster_name_for(identity),
         namespace=namespace,
         labels=labels_for(identity),
-        annotations={OWNER_ANNOTATION: identity.task_key},
+        annotations=annotations,
     )

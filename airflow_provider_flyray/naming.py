@@ -22,6 +22,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "airflow-provider-flyray"
 # Full, unsanitised identity of the owning task instance, compared before any reattach or delete.
 OWNER_ANNOTATION = "flyray.airflow.apache.org/owner"
+# The cluster's on_finish_action, so a later run can tell an orphan from a cluster kept on purpose.
+ON_FINISH_ANNOTATION = "flyray.airflow.apache.org/on-finish-action"
 
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -121,11 +123,10 @@ def labels_for(identity: TaskIdentity) -> dict[str, str]:
     }
 
 
-def task_selector_for(identity: TaskIdentity) -> str:
-    """Label selector matching every try of this task instance (used to reattach after a lost worker)."""
+def task_family_selector(identity: TaskIdentity) -> str:
+    """Label selector matching this provider's clusters of every run of this task (the orphan sweep)."""
     labels = labels_for(identity)
-    labels.pop("try_number")
-    return ",".join(f"{k}={v}" for k, v in labels.items())
+    return ",".join(f"{k}={labels[k]}" for k in (MANAGED_BY_LABEL, "dag_id", "task_id"))
 
 
 def job_metadata_for(identity: TaskIdentity) -> dict[str, str]:

@@ -44,7 +44,9 @@ from airflow_provider_flyray.naming import (
     cluster_name_for,
     job_metadata_for,
     submission_id_for,
+    task_family_selector,
 )
+from airflow_provider_flyray.orphans import earlier_owners, find_orphans
 from airflow_provider_flyray.triggers.ray_job import DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT, RayJobTrigger
 
 if TYPE_CHECKING:
@@ -52,6 +54,8 @@ if TYPE_CHECKING:
 
 DEFAULT_POLL_INTERVAL = 5.0
 DEFAULT_STARTUP_TIMEOUT = 600.0
+# See RayJobTrigger.run: the shortest time between deferring and the trigger's event.
+DEFAULT_MIN_DEFERRAL_SECONDS = 8.0
 
 
 @dataclass(frozen=True)
@@ -308,7 +312,7 @@ class FlyteRayOperator(BaseOperator):
                 "set on_finish_action='keep_cluster' or use cluster_name/address",
             )
 
-        ref = self._acquire_cluster(hook, settings, identity, namespace, address)
+        ref = self._acquire_cluster(hook, settings, identity, namespace, address, context["ti"])
         self._ref = ref
         self._submission_id = submission.submission_id
         try:
@@ -327,6 +331,11 @@ class FlyteRayOperator(BaseOperator):
                 submit_only=not self.wait_for_completion,
                 dashboard_unreachable_timeout=float(self.dashboard_unreachable_timeout),
                 timings={"execute_started": execute_started, "deferred": time.time()},
+                earliest_event=(
+                    time.time() + conf.getfloat("flyray", "min_deferral_seconds", fallback=DEFAULT_MIN_DEFERRAL_SECONDS)
+                    if self.deferrable and self.wait_for_completion
+                    else None
+                ),
             )
         except BaseException:
             self._release_cluster(hook, ref, succeeded=False, owner_key=identity.task_key)
@@ -344,6 +353,7 @@ class FlyteRayOperator(BaseOperator):
         identity: TaskIdentity,
         namespace: str,
         address: str | None,
+        context_ti: Any = None,
     ) -> ClusterRef:
         if address:
             return ClusterRef(Backend.ADDRESS, name="address", address=address)
@@ -370,10 +380,10 @@ class FlyteRayOperator(BaseOperator):
             )
             self.log.info("Started %s (process group %s)", ref.describe(), ref.local_pgid)
             return ref
-        # A retry after a lost worker adopts the live cluster of an earlier try instead of making another.
-        from airflow_provider_flyray.naming import task_selector_for
-
-        for cluster in hook.list_clusters(namespace, task_selector_for(identity)):
+        # One list of this task's clusters, all runs: a retry after a lost worker adopts the live cluster
+        # of an earlier try instead of making another; clusters orphaned by earlier runs are deleted.
+        family = hook.list_clusters(namespace, task_family_selector(identity))
+        for cluster in family:
             meta = cluster.get("metadata") or {}
             if (
                 meta.get("deletionTimestamp")
@@ -382,10 +392,37 @@ class FlyteRayOperator(BaseOperator):
                 continue
             self.log.info("Reattaching to RayCluster %s/%s of an earlier try", namespace, meta["name"])
             return ClusterRef(Backend.KUBERNETES, name=meta["name"], namespace=namespace, owned=True)
-        manifest = task_cluster_manifest(self.ray_job_config, identity, namespace)
+        self._sweep_orphans(hook, context_ti, identity, namespace, family)
+        manifest = task_cluster_manifest(
+            self.ray_job_config, identity, namespace, on_finish_action=self.lifecycle.on_finish_action.value
+        )
         _, created = hook.create_or_adopt_cluster(manifest, identity.task_key)
         self.log.info("%s RayCluster %s/%s", "Created" if created else "Found this try's", namespace, name)
         return ClusterRef(Backend.KUBERNETES, name=name, namespace=namespace, owned=True)
+
+    def _sweep_orphans(
+        self, hook: RayClusterHook, ti: Any, identity: TaskIdentity, namespace: str, clusters: list[dict[str, Any]]
+    ) -> None:
+        """Delete the clusters of earlier runs of this task whose worker was killed with no retry left.
+
+        Best effort: a failure here is logged and never fails the task.
+        """
+        get_task_states = getattr(ti, "get_task_states", None)
+        if get_task_states is None:  # an Airflow without the Task SDK call
+            return
+        try:
+            owners = earlier_owners(clusters, identity.task_key)
+            if not owners:
+                return
+            states = get_task_states(
+                dag_id=identity.dag_id, task_ids=[identity.task_id], run_ids=sorted({o.run_id for o in owners})
+            )
+            for orphan in find_orphans(clusters, states, identity.task_key):
+                ref = ClusterRef(Backend.KUBERNETES, name=orphan.name, namespace=namespace, owned=True)
+                hook.delete_cluster(ref, orphan.owner_key)
+                self.log.warning("Deleted %s, left behind by an earlier run: %s", ref.describe(), orphan.reason)
+        except Exception as exc:
+            self.log.warning("Could not check for RayClusters left by earlier runs of this task: %s", exc)
 
     def _known_dashboard_url(self, settings: ConnectionSettings, ref: ClusterRef) -> str | None:
         if ref.backend is not Backend.KUBERNETES:

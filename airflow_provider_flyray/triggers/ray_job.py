@@ -50,6 +50,7 @@ class RayJobTrigger(BaseTrigger):
     :param keep_alive_seconds: after the job ends, keep waiting this long before reporting (Flyte's
         ``ttl_seconds_after_finished``), so the dashboard stays inspectable without holding a worker.
     :param submit_only: return as soon as the job is submitted (``wait_for_completion=False``).
+    :param earliest_event: epoch seconds before which no event is yielded (see ``min_deferral_seconds``).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class RayJobTrigger(BaseTrigger):
         submit_only: bool = False,
         dashboard_unreachable_timeout: float = DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT,
         timings: dict[str, float] | None = None,
+        earliest_event: float | None = None,
     ) -> None:
         super().__init__()
         self.ray_conn_id = ray_conn_id
@@ -82,6 +84,7 @@ class RayJobTrigger(BaseTrigger):
         self.keep_alive_seconds = keep_alive_seconds
         self.submit_only = submit_only
         self.dashboard_unreachable_timeout = float(dashboard_unreachable_timeout)
+        self.earliest_event = earliest_event
         # Set once the job is known on the cluster (this try's id, or an adopted earlier try's id).
         self._active_submission_id: str | None = None
         self._endpoint: DashboardEndpoint | None = None
@@ -108,6 +111,7 @@ class RayJobTrigger(BaseTrigger):
                 "submit_only": self.submit_only,
                 "dashboard_unreachable_timeout": self.dashboard_unreachable_timeout,
                 "timings": self.timings,
+                "earliest_event": self.earliest_event,
             },
         )
 
@@ -134,6 +138,11 @@ class RayJobTrigger(BaseTrigger):
             except Exception as exc:
                 self.log.exception("RayJobTrigger failed unexpectedly")
                 payload = self._payload("error", reason=f"unexpected {type(exc).__name__}: {exc}")
+        if self.earliest_event is not None and (early := self.earliest_event - time.time()) > 0:
+            # Airflow 3.3 fails a task whose trigger fires before the scheduler has processed the
+            # worker's exit at deferral (apache/airflow#72716, #71580): a fast failure or a very short
+            # job waits out that window instead of being failed by the scheduler without its reason.
+            await asyncio.sleep(early)
         yield TriggerEvent(payload)
 
     async def _run(self, session: AsyncRaySession) -> dict[str, Any]:

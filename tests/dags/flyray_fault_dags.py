@@ -33,11 +33,11 @@ class KillBeforeDeferral(FlyteRayOperator):
     just before it would defer, as an OOM kill or a lost node would."""
 
     def execute(self, context: Any) -> Any:
-        self._try_number = context["ti"].try_number
+        self._kill = context["ti"].try_number == 1 and context["dag_run"].conf.get("kill", True)
         return super().execute(context)
 
     def defer(self, **kwargs: Any) -> Any:  # type: ignore[override]
-        if self._try_number == 1:
+        if self._kill:
             os.kill(os.getpid(), signal.SIGKILL)
         return super().defer(**kwargs)
 
@@ -70,6 +70,8 @@ def fault_dag(dag_id: str, operator: type[FlyteRayOperator] = FlyteRayOperator, 
 
 # 1, 2: the worker is SIGKILLed; the retry must reattach (no second cluster, no second job).
 fault_dag("fault_kill_before_defer", KillBeforeDeferral, retries=1, retry_delay=timedelta(seconds=1))
+# 1b: the same with no retry left: the cluster stays up until the next run of the task sweeps it.
+fault_dag("fault_orphan_sweep", KillBeforeDeferral, entrypoint=ticks(5))
 fault_dag(
     "fault_kill_after_submit",
     TellsItsPid,

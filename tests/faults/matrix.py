@@ -75,6 +75,7 @@ def write(rows: list[Scenario]) -> Path:
     return out / "fault-matrix.md"
 
 
-def _order(number: str) -> tuple[int, str]:
+def _order(number: str) -> tuple[int, int, str]:
+    """1, 2, ... 9a, 9b, ... 14, then S1..., then B."""
     digits = "".join(c for c in number if c.isdigit())
-    return (int(digits) if digits else 999, number)
+    return (0 if number[:1].isdigit() else 1 if number.startswith("S") else 2, int(digits or 0), number)

@@ -156,11 +156,11 @@ def start(stack, core, custom, namespace) -> Iterator:
     """``start(dag_id)`` triggers a run of a fault DAG and starts counting its Ray jobs."""
     counters: list[JobCounter] = []
 
-    def _start(dag_id: str, run_id: str | None = None) -> Run:
+    def _start(dag_id: str, run_id: str | None = None, conf: dict | None = None) -> Run:
         counter = JobCounter(core, custom, namespace, f"dag_id={dag_id}")
         counter.start()
         counters.append(counter)
-        return Run(stack, core, custom, namespace, dag_id, stack.trigger(dag_id, run_id=run_id), counter)
+        return Run(stack, core, custom, namespace, dag_id, stack.trigger(dag_id, conf, run_id=run_id), counter)
 
     yield _start
     for counter in counters:
@@ -168,7 +168,7 @@ def start(stack, core, custom, namespace) -> Iterator:
 
 
 def record(scenario: Scenario, run: Run, observed: str, *, expect_leaks: list[str] | None = None) -> None:
-    scenario.observe(observed)
+    scenario.observe(short(observed, 240))
     scenario.jobs = len(run.jobs())
     scenario.leaks = run.leaks()
     assert scenario.leaks == (expect_leaks or []), scenario.leaks
@@ -177,8 +177,12 @@ def record(scenario: Scenario, run: Run, observed: str, *, expect_leaks: list[st
 def first_line_with(text: str, *needles: str) -> str:
     for line in text.splitlines():
         if all(n in line for n in needles):
-            return line.strip()[:160]
+            return line.strip()
     return ""
+
+
+def short(line: str, limit: int = 200) -> str:
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # ---- the scenarios ---------------------------------------------------------------------------------------
@@ -196,6 +200,21 @@ def test_worker_killed_before_deferral(scenario, start):
     assert len(run.counter.clusters) == 1 and all(len(uids) == 1 for uids in run.counter.clusters.values())
     assert len(run.jobs()) == 1, run.jobs()
     record(scenario, run, f"success on try 2, {first_line_with(retry_log, 'Reattaching')}; clusters: 1")
+
+
+@pytest.mark.scenario("1b", "worker SIGKILLed before deferral, no retry left")
+def test_orphan_swept_by_the_next_run(scenario, start):
+    scenario.expect("the cluster outlives the failed task; the next run of the task deletes it")
+    killed = start("fault_orphan_sweep", conf={"kill": True})
+    assert killed.finish() == "failed"
+    (orphan,) = managed_clusters(killed.custom, killed.namespace, "dag_id=fault_orphan_sweep")
+    name = orphan["metadata"]["name"]
+    sweeper = start("fault_orphan_sweep", conf={"kill": False})
+    assert sweeper.finish() == "success"
+    line = first_line_with(sweeper.log(), f"Deleted RayCluster {killed.namespace}/{name}", "left behind")
+    assert line, sweeper.log()[-3000:]
+    record(scenario, sweeper, f"run 1 killed, {name} left up; run 2: {line}")
+    assert scenario.jobs == 1
 
 
 @pytest.mark.scenario("2", "worker SIGKILLed after the job is submitted")

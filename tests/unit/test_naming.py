@@ -15,7 +15,7 @@ from airflow_provider_flyray.naming import (
     label_value,
     labels_for,
     submission_id_for,
-    task_selector_for,
+    task_family_selector,
 )
 
 RUN = "manual__2026-11-28T01:21:00.051814+00:00"
@@ -59,7 +59,7 @@ def test_submission_id_is_per_try_and_url_safe():
     assert first.task_key == second.task_key  # both tries belong to one task instance
 
 
-def test_labels_are_valid_and_selector_ignores_the_try():
+def test_labels_are_valid_and_the_family_selector_spans_runs_and_tries():
     identity = TaskIdentity("dag", "task", RUN, map_index=3, try_number=2)
     labels = labels_for(identity)
     assert labels["app.kubernetes.io/managed-by"] == "airflow-provider-flyray"
@@ -67,8 +67,9 @@ def test_labels_are_valid_and_selector_ignores_the_try():
     assert labels["map_index"] == "3" and labels["try_number"] == "2"
     for value in labels.values():
         assert len(value) <= 63 and re.fullmatch(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?", value)
-    assert "try_number" not in task_selector_for(identity)
-    assert "map_index=3" in task_selector_for(identity)
+    assert (
+        task_family_selector(identity) == "app.kubernetes.io/managed-by=airflow-provider-flyray,dag_id=dag,task_id=task"
+    )
 
 
 def test_long_label_values_stay_unique():
