@@ -79,3 +79,16 @@ def _order(number: str) -> tuple[int, int, str]:
     """1, 2, ... 9a, 9b, ... 14, then S1..., then B."""
     digits = "".join(c for c in number if c.isdigit())
     return (0 if number[:1].isdigit() else 1 if number.startswith("S") else 2, int(digits or 0), number)
+
+
+def compact(data: list[dict[str, Any]], width: int = 110) -> str:
+    """The README's version of the table: shorter observations, same columns."""
+    rows = [Scenario(**{k: v for k, v in row.items() if k in Scenario.__dataclass_fields__}) for row in data]
+    for row in rows:
+        if len(row.observed) > width:
+            row.observed = row.observed[: width - 3].rstrip() + "..."
+    return markdown(rows)
+
+
+if __name__ == "__main__":  # python -m tests.faults.matrix: the last run's table, for the README
+    print(compact(json.loads((REPO / "test-output" / "fault-matrix.json").read_text())))
