@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     plot_path = out.with_suffix(".png")
     plot(results, plot_path)
-    print(f"\nresults: {out.relative_to(ROOT)}, plot: {plot_path.relative_to(ROOT)}")
+    print(f"\nresults: {out}, plot: {plot_path}")
     print(f"load average before {' '.join(loadavg_before)}, after {' '.join(loadavg_after)}\n")
     print(markdown_table(results))
 
