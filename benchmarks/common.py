@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, utils, watch
+from kubernetes import client, config, watch
 
 from airflow_provider_flyray.status import Startup, interpret_startup
 from tests.kube import cluster as control_plane
@@ -179,7 +179,7 @@ class KubeBench:
 
 @contextlib.contextmanager
 def kube_bench(prefix: str = "bench") -> Iterator[KubeBench]:
-    from tests.integration.test_rbac import mint_token, wait_for_binding
+    from tests.integration.test_rbac import grant_provider_role
 
     started_here = not control_plane.is_up()
     kubeconfig = control_plane.up()
@@ -193,9 +193,7 @@ def kube_bench(prefix: str = "bench") -> Iterator[KubeBench]:
     core.create_namespace({"metadata": {"name": namespace}})
     bench: KubeBench | None = None
     try:
-        utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=namespace)
-        token = mint_token(core, namespace, seconds=7200)
-        wait_for_binding(admin, namespace)
+        token = grant_provider_role(admin, namespace, seconds=7200)
         bench = KubeBench(plane, namespace, admin, token, workdir, started_here)
         yield bench
     finally:

@@ -97,6 +97,11 @@ def _check_number(name: str, value: Any, *, whole: bool = False) -> None:
         raise ConfigError(name, f"expected a {'whole ' if whole else ''}number >= 0, got {value!r}")
 
 
+def _check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(name, f"expected seconds > 0, got {value!r}")
+
+
 class FlyteRayOperator(BaseOperator):
     """Run a Ray job through the Ray Jobs API on a Ray cluster this task creates, finds or is given.
 
@@ -203,26 +208,8 @@ class FlyteRayOperator(BaseOperator):
                 raise ConfigError("entrypoint_resources", "expected a dict of resource name to amount")
             for key, amount in self.entrypoint_resources.items():
                 _check_number(f"entrypoint_resources[{key!r}]", amount)
-        if (
-            isinstance(self.poll_interval, bool)
-            or not isinstance(self.poll_interval, int | float)
-            or self.poll_interval <= 0
-        ):
-            raise ConfigError("poll_interval", f"expected seconds > 0, got {self.poll_interval!r}")
-        if (
-            isinstance(self.startup_timeout, bool)
-            or not isinstance(self.startup_timeout, int | float)
-            or self.startup_timeout <= 0
-        ):
-            raise ConfigError("startup_timeout", f"expected seconds > 0, got {self.startup_timeout!r}")
-        if (
-            isinstance(self.dashboard_unreachable_timeout, bool)
-            or not isinstance(self.dashboard_unreachable_timeout, int | float)
-            or self.dashboard_unreachable_timeout <= 0
-        ):
-            raise ConfigError(
-                "dashboard_unreachable_timeout", f"expected seconds > 0, got {self.dashboard_unreachable_timeout!r}"
-            )
+        for name in ("poll_interval", "startup_timeout", "dashboard_unreachable_timeout"):
+            _check_seconds(name, getattr(self, name))
         if not isinstance(self.ray_conn_id, str) or not self.ray_conn_id:
             raise ConfigError("ray_conn_id", "expected a connection id")
         self.lifecycle = resolve_lifecycle(self.on_finish_action, self.ray_job_config)
@@ -353,7 +340,7 @@ class FlyteRayOperator(BaseOperator):
         identity: TaskIdentity,
         namespace: str,
         address: str | None,
-        context_ti: Any = None,
+        ti: Any,
     ) -> ClusterRef:
         if address:
             return ClusterRef(Backend.ADDRESS, name="address", address=address)
@@ -392,7 +379,7 @@ class FlyteRayOperator(BaseOperator):
                 continue
             self.log.info("Reattaching to RayCluster %s/%s of an earlier try", namespace, meta["name"])
             return ClusterRef(Backend.KUBERNETES, name=meta["name"], namespace=namespace, owned=True)
-        self._sweep_orphans(hook, context_ti, identity, namespace, family)
+        self._sweep_orphans(hook, ti, identity, namespace, family)
         manifest = task_cluster_manifest(
             self.ray_job_config, identity, namespace, on_finish_action=self.lifecycle.on_finish_action.value
         )

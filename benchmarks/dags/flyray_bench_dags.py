@@ -20,37 +20,26 @@ HEAD = RayJobConfig(
 )
 SHARED_JOBS = 20
 
-# One task on a transient RayCluster, as the direct API server (real-path latency) ...
-with DAG(
-    "bench_transient",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    params={"entrypoint": SLEEP.format(seconds=5)},
-):
-    FlyteRayOperator(
-        task_id="job",
-        entrypoint="{{ params.entrypoint }}",
-        ray_job_config=HEAD,
-        ray_conn_id="ray_bench",
-        deferrable=True,
-    )
 
-# ... and through the counting API proxy, with the dashboard reached through the API server (API economy).
-with DAG(
-    "bench_econ",
-    schedule=None,
-    start_date=START,
-    catchup=False,
-    params={"entrypoint": SLEEP.format(seconds=60)},
-):
-    FlyteRayOperator(
-        task_id="job",
-        entrypoint="{{ params.entrypoint }}",
-        ray_job_config=HEAD,
-        ray_conn_id="ray_econ",
-        deferrable=True,
-    )
+def one_task(dag_id: str, conn_id: str, job_seconds: int) -> DAG:
+    """One task on a transient RayCluster, its job given by the run's conf."""
+    with DAG(
+        dag_id, schedule=None, start_date=START, catchup=False, params={"entrypoint": SLEEP.format(seconds=job_seconds)}
+    ) as dag:
+        FlyteRayOperator(
+            task_id="job",
+            entrypoint="{{ params.entrypoint }}",
+            ray_job_config=HEAD,
+            ray_conn_id=conn_id,
+            deferrable=True,
+        )
+    return dag
+
+
+# Through the API server directly (real-path latency) and through the counting API proxy, with the
+# dashboard reached through the API server (API economy).
+one_task("bench_transient", "ray_bench", 5)
+one_task("bench_econ", "ray_econ", 60)
 
 # SHARED_JOBS light jobs watched at once on ONE existing RayCluster (created and deleted by the benchmark).
 with DAG(

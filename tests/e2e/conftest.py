@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 
 from tests.conftest import REPO
-from tests.integration.test_rbac import mint_token, wait_for_binding, write_kubeconfig
+from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
 from tests.kube.api_proxy import ApiProxy
 from tests.stack import AirflowStack
 
@@ -37,9 +37,7 @@ def service_account_kubeconfig(kube_control_plane, e2e_namespace, tmp_path_facto
     """docker/rbac.yaml applied in the e2e namespace; a kubeconfig holding only its ServiceAccount's token.
     The provider runs with it: least privilege, not cluster admin."""
     admin = kube_control_plane.api_client()
-    utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=e2e_namespace)
-    token = mint_token(client.CoreV1Api(admin), e2e_namespace, seconds=7200)
-    wait_for_binding(admin, e2e_namespace)
+    token = grant_provider_role(admin, e2e_namespace, seconds=7200)
     return write_kubeconfig(
         tmp_path_factory.mktemp("sa") / "airflow-flyray.kubeconfig",
         kube_control_plane.server,

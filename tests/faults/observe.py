@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import threading
 import time
 import urllib.request
@@ -148,7 +147,3 @@ class JobCounter(threading.Thread):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def ip_link_exists(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from kubernetes import client, utils
+from kubernetes import client
 
 from tests.conftest import REPO
 from tests.faults import bad_inputs, observe
 from tests.faults.bad_inputs import CASES, DAG_ID
-from tests.integration.test_rbac import SERVICE_ACCOUNT, mint_token, wait_for_binding
+from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
 from tests.kube.api_proxy import ApiProxy
 
 pytestmark = [pytest.mark.kube, pytest.mark.airflow]
@@ -42,26 +41,6 @@ class Env:
     custom: client.CustomObjectsApi
 
 
-def proxied_kubeconfig(path: Path, server: str, token: str, namespace: str) -> str:
-    """The service account's kubeconfig, its ``server:`` the recording proxy (plain HTTP on loopback)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "proxy", "cluster": {"server": server}}],
-                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-                "contexts": [
-                    {"name": "sa", "context": {"cluster": "proxy", "user": SERVICE_ACCOUNT, "namespace": namespace}}
-                ],
-                "current-context": "sa",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def env(kube_control_plane, tmp_path_factory) -> Iterator[Env]:
     admin = kube_control_plane.api_client()
@@ -72,11 +51,9 @@ def env(kube_control_plane, tmp_path_factory) -> Iterator[Env]:
         core.create_namespace({"metadata": {"name": name}})
     proxy = kube_control_plane.api_proxy().start()
     try:
-        utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=namespace)
-        token = mint_token(core, namespace)
-        wait_for_binding(admin, namespace)
+        token = grant_provider_role(admin, namespace)
         home = tmp_path_factory.mktemp("bad-inputs")
-        kubeconfig = proxied_kubeconfig(home / "sa.kubeconfig", proxy.url, token, namespace)
+        kubeconfig = write_kubeconfig(home / "sa.kubeconfig", proxy.url, None, token, namespace)
         dags = home / "dags"
         dags.mkdir()
         (dags / "bad_run.py").write_text(bad_inputs.dag_file(None))

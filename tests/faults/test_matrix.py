@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from kubernetes import client, utils
+from kubernetes import client
 
 from airflow_provider_flyray.naming import TaskIdentity, cluster_name_for
 from tests.conftest import REPO
 from tests.faults.matrix import Scenario
 from tests.faults.observe import JobCounter, head_pod, host_link_of, leftovers, managed_clusters, set_link
-from tests.integration.test_rbac import mint_token, wait_for_binding, write_kubeconfig
+from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
 from tests.kube.api_proxy import ApiProxy
 from tests.stack import AirflowStack
 
@@ -66,9 +66,7 @@ def fault_proxy(kube_control_plane) -> Iterator[ApiProxy]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, kube_control_plane, namespace, fault_proxy) -> Iterator[AirflowStack]:
     admin = kube_control_plane.api_client()
-    utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=namespace)
-    token = mint_token(client.CoreV1Api(admin), namespace, seconds=7200)
-    wait_for_binding(admin, namespace)
+    token = grant_provider_role(admin, namespace, seconds=7200)
     home = tmp_path_factory.mktemp("airflow-faults")
     direct = write_kubeconfig(
         home / "sa.kubeconfig", kube_control_plane.server, kube_control_plane.ca_file, token, namespace
@@ -139,10 +137,13 @@ class Run:
         (cluster,) = managed_clusters(self.custom, self.namespace, f"dag_id={self.dag_id}")
         return cluster
 
-    def head_ip(self) -> str:
+    def head(self) -> client.V1Pod:
         pod = head_pod(self.core, self.namespace, self.cluster()["metadata"]["name"])
         assert pod is not None and pod.status.pod_ip
-        return str(pod.status.pod_ip)
+        return pod
+
+    def head_ip(self) -> str:
+        return str(self.head().status.pod_ip)
 
     def leaks(self, timeout: float = 60) -> list[str]:
         self.counter.poll_once()
@@ -365,7 +366,7 @@ def test_dashboard_cut_then_back(scenario, start):
     scenario.expect("the trigger retries; success; 1 job")
     run = start("fault_dashboard_cut")
     run.counter.wait_for_job(run.task_key, "RUNNING")
-    link = host_link_of(head_pod(run.core, run.namespace, run.cluster()["metadata"]["name"]))
+    link = host_link_of(run.head())
     set_link(link, up=False)
     try:
         time.sleep(20)
@@ -383,7 +384,7 @@ def test_dashboard_cut_for_good(scenario, start):
     scenario.expect("task fails with 'unreachable' after the bound; cluster deleted")
     run = start("fault_dashboard_gone")
     run.counter.wait_for_job(run.task_key, "RUNNING")
-    link = host_link_of(head_pod(run.core, run.namespace, run.cluster()["metadata"]["name"]))
+    link = host_link_of(run.head())
     set_link(link, up=False)
     cut = time.monotonic()
     try:

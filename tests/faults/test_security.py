@@ -36,13 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from kubernetes import client, utils
+from kubernetes import client
 
 from airflow_provider_flyray.cluster import Backend, ClusterRef
 from airflow_provider_flyray.errors import TLSVerificationError
@@ -52,9 +51,8 @@ from airflow_provider_flyray.jobs_api import JobSubmission
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
 from tests.conftest import REPO
 from tests.faults import observe
-from tests.faults.test_bad_inputs import proxied_kubeconfig
 from tests.integration.conftest import wait_for_dashboard
-from tests.integration.test_rbac import SERVICE_ACCOUNT, mint_token, wait_for_binding
+from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
 from tests.kube.api_proxy import ApiProxy
 from tests.stack import AirflowStack
 
@@ -96,9 +94,7 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
     core.create_namespace({"metadata": {"name": namespace}})
     proxy = kube_control_plane.api_proxy().start()
     try:
-        utils.create_from_yaml(admin, str(REPO / "docker" / "rbac.yaml"), namespace=namespace)
-        token = mint_token(core, namespace, seconds=3600)
-        wait_for_binding(admin, namespace)
+        token = grant_provider_role(admin, namespace)
         dashboard_token = f"flyray-canary-{uuid.uuid4()}"
         core.create_namespaced_secret(
             namespace,
@@ -112,7 +108,7 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
             namespace=namespace,
             token=token,
             dashboard_token=dashboard_token,
-            kubeconfig=proxied_kubeconfig(home / "sa.kubeconfig", proxy.url, token, namespace),
+            kubeconfig=write_kubeconfig(home / "sa.kubeconfig", proxy.url, None, token, namespace),
             proxy=proxy,
             core=core,
             custom=client.CustomObjectsApi(admin),
@@ -489,23 +485,8 @@ def test_tls_is_verified_unless_turned_off(tenant, scenario, monkeypatch, tmp_pa
 
     # The kube side: the API server's certificate against a CA that did not sign it.
     other_ca, _ = self_signed(tmp_path, "other-ca")
-    kubeconfig = tmp_path / "untrusted.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": "https://127.0.0.1:6443", "certificate-authority": str(other_ca)},
-                    }
-                ],
-                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": tenant.token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": SERVICE_ACCOUNT}}],
-                "current-context": "c",
-            }
-        )
+    kubeconfig = write_kubeconfig(
+        tmp_path / "untrusted.kubeconfig", "https://127.0.0.1:6443", str(other_ca), tenant.token, tenant.namespace
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_RAY_SEC_KUBE_CA",

@@ -103,13 +103,24 @@ def wait_for_binding(admin: client.ApiClient, namespace: str, timeout: float = 1
         time.sleep(0.2)
 
 
-def write_kubeconfig(path: Path, server: str, ca_file: str, token: str, namespace: str) -> str:
+def grant_provider_role(admin: client.ApiClient, namespace: str, seconds: int = 3600) -> str:
+    """docker/rbac.yaml applied in ``namespace`` (as `kubectl -n NAMESPACE apply -f`: the manifest names no
+    namespace); returns a token of its ServiceAccount once the authorizer honours the binding."""
+    utils.create_from_yaml(admin, str(RBAC), namespace=namespace)
+    token = mint_token(client.CoreV1Api(admin), namespace, seconds=seconds)
+    wait_for_binding(admin, namespace)
+    return token
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: str | None, token: str, namespace: str) -> str:
+    """A kubeconfig holding only ``token``; ``ca_file`` None for a plain-HTTP ``server`` (a loopback proxy)."""
+    cluster = {"server": server} if ca_file is None else {"server": server, "certificate-authority": ca_file}
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "flyray", "cluster": {"server": server, "certificate-authority": ca_file}}],
+                "clusters": [{"name": "flyray", "cluster": cluster}],
                 "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
                 "contexts": [
                     {
@@ -142,10 +153,7 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
     for name in (namespace, other):
         core.create_namespace({"metadata": {"name": name}})
     try:
-        # As `kubectl -n NAMESPACE apply -f docker/rbac.yaml`: the manifest names no namespace.
-        utils.create_from_yaml(admin, str(RBAC), namespace=namespace)
-        token = mint_token(core, namespace)
-        wait_for_binding(admin, namespace)
+        token = grant_provider_role(admin, namespace)
         kubeconfig = write_kubeconfig(
             tmp_path_factory.mktemp("rbac") / "airflow-flyray.kubeconfig",
             kube_control_plane.server,
