@@ -1,12 +1,18 @@
-# The two set-up commands of the README: `make demo` and `make test`. Both create .venv if needed.
+# The two set-up commands of the README: `make demo` and `make test`. Both create .venv if needed, and
+# `make test` installs what the tests need outside the venv (Chromium, `make browser`).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Commands that tests and demos start (airflow, ray, python) come from the project's venv.
 export PATH := $(abspath $(BIN)):$(PATH)
+# The test infrastructure (tests/infra): the KubeRay control plane and the real-Airflow stack.
+KUBE   := $(BIN)/python -m tests.infra.kube
+STACK  := $(BIN)/python -m tests.infra.stack
+# apt-get runs as root: through sudo when make does not.
+SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test lint unit faults bench clean
+.PHONY: install browser demo test lint unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Debian's Chromium, which the browser test (tests/e2e/test_ui_browser.py) drives through Playwright
+# (Playwright cannot download its own browser here); installed only when there is none.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium (apt-get) for tests/e2e/test_ui_browser.py"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # A real Airflow (api-server, scheduler, dag-processor, triggerer) runs the example DAG on a local Ray cluster.
 demo: $(STAMP)
-	$(BIN)/python -m tests.stack demo $(DEMO_ARGS)
+	$(STACK) demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -28,23 +42,23 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-# Everything: lint, type check, the control plane build (cached), unit + integration tests on real
-# Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
-test: $(STAMP) lint
-	$(BIN)/python -m tests.kube build
+# Everything: lint, type check, Chromium if missing, the control plane build (cached), unit + integration
+# tests on real Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
+test: $(STAMP) lint browser
+	$(KUBE) build
 	$(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
 
 # The fault matrix (tests/faults: failures, security, bad inputs) alone, ending with its table; also part of `test`.
 faults: $(STAMP)
-	$(BIN)/python -m tests.kube build
+	$(KUBE) build
 	$(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
 
 # Benchmarks (not tests): trigger capacity vs astro-provider-ray, real-path latency, API economy.
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
-	$(BIN)/python -m tests.kube build
+	$(KUBE) build
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
-	-$(BIN)/python -m tests.kube down
+	-$(KUBE) down
 	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache

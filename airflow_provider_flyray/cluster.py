@@ -1,30 +1,24 @@
-"""A Ray cluster as this provider sees it: where it is, who owns it, and how long it lives.
+"""A Ray cluster as this provider sees it: where it is, who owns it, and which backend handles it.
 
 A ``ClusterRef`` is plain data that travels from the operator to the trigger and back (trigger kwargs and
 the trigger event), so it holds no secrets: credentials are looked up from the connection id each time.
-Keeping ownership explicit (``owned``) is what lets the same code serve a transient cluster, an existing
-one, and later a cluster shared by several tasks.
+``backend`` names the module of :mod:`airflow_provider_flyray.backends` that made it and that the trigger
+asks about it (readiness, dashboard, release); ``owned`` says whether this provider may delete it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
-
-
-class Backend(StrEnum):
-    KUBERNETES = "kubernetes"  # a RayCluster custom resource managed by the KubeRay operator
-    LOCAL = "local"  # a Ray head started on the Airflow machine, for development
-    ADDRESS = "address"  # an existing Ray dashboard address: no cluster lifecycle at all
 
 
 @dataclass(frozen=True)
 class ClusterRef:
-    backend: Backend
+    # The registered name of the backend handling this cluster (see backends/__init__.py).
+    backend: str
     name: str
     namespace: str | None = None
-    # True when this provider created the cluster for the task and may delete it.
+    # True when this provider created the cluster for its owner and may delete it.
     owned: bool = False
     # Fixed dashboard address, when known without asking Kubernetes (local backend, explicit address).
     address: str | None = None
@@ -34,19 +28,16 @@ class ClusterRef:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["backend"] = self.backend.value
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterRef:
-        values = dict(data)
-        values["backend"] = Backend(values["backend"])
-        return cls(**values)
+        return cls(**data)
 
     def describe(self) -> str:
-        if self.backend is Backend.KUBERNETES:
-            return f"RayCluster {self.namespace}/{self.name}"
-        if self.backend is Backend.LOCAL:
+        """How messages name the cluster: a Kubernetes object, a local head, or an address."""
+        if self.namespace:
+            return f"{self.extra.get('kind', 'RayCluster')} {self.namespace}/{self.name}"
+        if self.local_pgid:
             return f"local Ray cluster {self.name} at {self.address}"
         return f"Ray cluster at {self.address}"

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_provider_flyray.errors import ConfigError
+from airflow_provider_flyray.runtime_env import validate_runtime_env
 
 # Ray version the default image and ``rayVersion`` follow. Kept in one place on purpose: bump it with
 # the `ray` pin of the `local` extra.
@@ -34,28 +35,6 @@ _RESOURCE_ALIASES = {
     "gpu": "nvidia.com/gpu",
     "ephemeral-storage": "ephemeral-storage",
 }
-
-# Top-level runtime_env keys Ray 2.x understands (plugins included). An unknown key is almost always a
-# typo that Ray would only report after the cluster is up, so it is refused here.
-RUNTIME_ENV_KEYS = frozenset(
-    {
-        "working_dir",
-        "py_modules",
-        "py_executable",
-        "pip",
-        "uv",
-        "conda",
-        "env_vars",
-        "excludes",
-        "container",
-        "image_uri",
-        "config",
-        "java_jars",
-        "nsight",
-        "mpi",
-        "_ray_commit",
-    }
-)
 
 
 class OnFinishAction(StrEnum):
@@ -163,48 +142,6 @@ def _check_image(name: str, value: Any) -> str | None:
             name, f"expected an image reference like 'rayproject/ray:{DEFAULT_RAY_VERSION}', got {value!r}"
         )
     return value
-
-
-def validate_runtime_env(value: Any, name: str = "runtime_env") -> dict[str, Any] | None:
-    """Check a Ray runtime_env's shape; return it as a plain dict (``None`` stays ``None``)."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            name, f"expected a dict like {{'pip': ['numpy'], 'env_vars': {{'A': '1'}}}}, got {type(value).__name__}"
-        )
-    env = dict(value)
-    unknown = sorted(set(env) - RUNTIME_ENV_KEYS)
-    if unknown:
-        raise ConfigError(name, f"unknown keys {unknown}; Ray understands {sorted(RUNTIME_ENV_KEYS - {'_ray_commit'})}")
-    if "env_vars" in env:
-        env_vars = env["env_vars"]
-        if not isinstance(env_vars, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
-        ):
-            raise ConfigError(f"{name}.env_vars", "expected a dict of string to string (Ray refuses non-string values)")
-    for key in ("pip", "uv"):
-        if key in env:
-            pkgs = env[key]
-            ok = (
-                isinstance(pkgs, str)
-                or (isinstance(pkgs, list) and all(isinstance(p, str) for p in pkgs))
-                or (isinstance(pkgs, Mapping) and "packages" in pkgs)
-            )
-            if not ok:
-                raise ConfigError(
-                    f"{name}.{key}",
-                    "expected a list of requirement strings, a requirements file path, or {'packages': [...]}",
-                )
-    for key in ("working_dir", "py_executable", "image_uri"):
-        if key in env and not isinstance(env[key], str):
-            raise ConfigError(f"{name}.{key}", f"expected a string, got {type(env[key]).__name__}")
-    for key in ("py_modules", "excludes", "java_jars"):
-        if key in env and not (isinstance(env[key], list) and all(isinstance(p, str) for p in env[key])):
-            raise ConfigError(f"{name}.{key}", "expected a list of strings")
-    if "conda" in env and not isinstance(env["conda"], str | Mapping):
-        raise ConfigError(f"{name}.conda", "expected an environment name, a YAML path, or an environment dict")
-    return env
 
 
 @dataclass

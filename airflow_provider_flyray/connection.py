@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from airflow_provider_flyray.cluster import Backend
 from airflow_provider_flyray.errors import ConfigError
 
 DEFAULT_NAMESPACE = "default"
+# Where the connection's clusters come from: KubeRay (default) or a Ray head on the Airflow machine.
+KUBERNETES_BACKEND = "kubernetes"
+LOCAL_BACKEND = "local"
+CONNECTION_BACKENDS = (KUBERNETES_BACKEND, LOCAL_BACKEND)
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 TEMPLATE_FIELDS = frozenset({"namespace", "cluster", "service", "submission_id"})
 # Every extras field this connection reads: its own and those KubernetesHook reads.
@@ -78,7 +81,7 @@ def check_http_url(value: Any, field: str) -> str:
 
 @dataclass(frozen=True, repr=False)
 class ConnectionSettings:
-    backend: Backend = Backend.KUBERNETES
+    backend: str = KUBERNETES_BACKEND
     namespace: str = DEFAULT_NAMESPACE
     dashboard_access: DashboardAccess = DashboardAccess.SERVICE
     dashboard_address: str | None = None
@@ -89,7 +92,7 @@ class ConnectionSettings:
 
     def __repr__(self) -> str:  # the token must never reach a log through a repr
         return (
-            f"ConnectionSettings(backend={self.backend.value!r}, namespace={self.namespace!r}, "
+            f"ConnectionSettings(backend={self.backend!r}, namespace={self.namespace!r}, "
             f"dashboard_access={self.dashboard_access.value!r}, token={'set' if self.dashboard_token else 'unset'})"
         )
 
@@ -104,10 +107,9 @@ def parse_connection_extras(
         close = [] if key in KNOWN_EXTRAS else difflib.get_close_matches(str(key), KNOWN_EXTRAS, n=1, cutoff=0.8)
         if close:
             raise ConfigError(f"connection.extra.{key}", f"unknown field; did you mean {close[0]!r}?")
-    backend_text = str(extras.get("backend") or Backend.KUBERNETES.value).strip().lower()
-    if backend_text not in (Backend.KUBERNETES.value, Backend.LOCAL.value):
-        raise ConfigError("connection.extra.backend", f"got {backend_text!r}; expected 'kubernetes' or 'local'")
-    backend = Backend(backend_text)
+    backend = str(extras.get("backend") or KUBERNETES_BACKEND).strip().lower()
+    if backend not in CONNECTION_BACKENDS:
+        raise ConfigError("connection.extra.backend", f"got {backend!r}; expected 'kubernetes' or 'local'")
     namespace = check_namespace(extras.get("namespace") or DEFAULT_NAMESPACE, "connection.extra.namespace")
     access_text = (
         str(extras.get("dashboard_access") or (default_access or DashboardAccess.SERVICE).value).strip().lower()
@@ -157,16 +159,14 @@ def browser_dashboard_url(
 ) -> str | None:
     """The dashboard URL for the UI buttons, or None when no browser-reachable URL is known.
 
-    The template wins. Otherwise only addresses a browser can open are used: the local backend's
-    loopback address, an explicit address, or a pod IP on a flat network. Service DNS names and the
+    The template wins. Otherwise only addresses a browser can open are used: an explicit address or a
+    pod IP on a flat network. Service DNS names and the
     API-server proxy are not browser-reachable, so they give no button rather than a broken one.
     """
     if settings.dashboard_url_template:
         return settings.dashboard_url_template.format(
             namespace=namespace or "", cluster=cluster, service=service, submission_id=""
         ).rstrip("/")
-    if direct_url and (
-        settings.backend is Backend.LOCAL or settings.dashboard_access in (DashboardAccess.POD, DashboardAccess.ADDRESS)
-    ):
+    if direct_url and settings.dashboard_access in (DashboardAccess.POD, DashboardAccess.ADDRESS):
         return direct_url.rstrip("/")
     return None

@@ -1,5 +1,6 @@
-"""The Ray Jobs REST API, as requests and parsed answers. Pure: the hook's sync and async transports
-(``requests`` and ``aiohttp``) send these same requests and read answers with these same functions.
+"""The Ray Jobs REST API, as requests and parsed answers. Pure: the one transport
+(:mod:`~airflow_provider_flyray.core.dashboard`, aiohttp) sends these requests and reads answers with
+these functions; tests and test doubles use them too.
 
 Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GET /api/jobs/{id}``,
 ``GET /api/jobs/{id}/logs``, WebSocket ``/api/jobs/{id}/logs/tail``, ``POST /api/jobs/{id}/stop``,
@@ -15,6 +16,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+from airflow_provider_flyray.connection import DashboardAccess
 from airflow_provider_flyray.errors import RayJobsApiError
 
 LOG_TAIL_LINES = 50
@@ -178,12 +180,14 @@ class DashboardEndpoint:
             context.load_cert_chain(self.client_cert_file, self.client_key_file)
         return context
 
-    def requests_kwargs(self) -> dict[str, Any]:
-        """For ``requests``: the same TLS settings."""
-        kwargs: dict[str, Any] = {"verify": (self.ca_file or True) if self.verify_tls else False}
-        if self.client_cert_file:
-            kwargs["cert"] = (self.client_cert_file, self.client_key_file)
-        return kwargs
-
     def __repr__(self) -> str:
         return f"DashboardEndpoint({self.base_url!r}, headers=<{len(self.headers)} hidden>)"
+
+
+def token_headers(token: str | None, access: DashboardAccess) -> dict[str, str]:
+    """Ray token header. Through the API-server proxy ``Authorization`` belongs to Kubernetes, so the
+    token goes in ``X-Ray-Authorization`` (what KubeRay itself sends)."""
+    if not token:
+        return {}
+    header = "X-Ray-Authorization" if access is DashboardAccess.PROXY else "Authorization"
+    return {header: f"Bearer {token}"}

@@ -12,13 +12,8 @@ from airflow_provider_flyray.config import (
     RayJobConfig,
     WorkerNodeConfig,
 )
-from airflow_provider_flyray.naming import (
-    ON_FINISH_ANNOTATION,
-    OWNER_ANNOTATION,
-    TaskIdentity,
-    cluster_name_for,
-    labels_for,
-)
+from airflow_provider_flyray.naming import TaskIdentity
+from airflow_provider_flyray.owners import Owner, TaskInstanceOwner, owner_annotations
 
 RAY_API_GROUP = "ray.io"
 RAY_API_VERSION = "v1"
@@ -182,17 +177,21 @@ def build_raycluster_manifest(
     }
 
 
+def owned_cluster_manifest(
+    config: RayJobConfig, owner: Owner, namespace: str, on_finish_action: str | None = None
+) -> dict[str, Any]:
+    """The RayCluster created for ``owner``: its name, labels and annotations come from the owner."""
+    return build_raycluster_manifest(
+        config,
+        name=owner.cluster_name(),
+        namespace=namespace,
+        labels=owner.labels(),
+        annotations=owner_annotations(owner, on_finish_action),
+    )
+
+
 def task_cluster_manifest(
     config: RayJobConfig, identity: TaskIdentity, namespace: str, on_finish_action: str | None = None
 ) -> dict[str, Any]:
-    """The transient RayCluster of one task try: its name, labels and annotations come from the task."""
-    annotations = {OWNER_ANNOTATION: identity.task_key}
-    if on_finish_action is not None:
-        annotations[ON_FINISH_ANNOTATION] = on_finish_action
-    return build_raycluster_manifest(
-        config,
-        name=cluster_name_for(identity),
-        namespace=namespace,
-        labels=labels_for(identity),
-        annotations=annotations,
-    )
+    """The transient RayCluster of one task try."""
+    return owned_cluster_manifest(config, TaskInstanceOwner(identity), namespace, on_finish_action)

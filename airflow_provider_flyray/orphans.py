@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_flyray.config import OnFinishAction
-from airflow_provider_flyray.naming import ON_FINISH_ANNOTATION, OWNER_ANNOTATION
+from airflow_provider_flyray.naming import ON_FINISH_ANNOTATION
+from airflow_provider_flyray.owners import Ending, owner_key_of, should_delete
 
+VALID_ACTIONS = frozenset(a.value for a in OnFinishAction)
 FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
@@ -51,13 +53,9 @@ class Orphan:
     reason: str
 
 
-def owner_of(cluster: Mapping[str, Any]) -> str | None:
-    return ((cluster.get("metadata") or {}).get("annotations") or {}).get(OWNER_ANNOTATION)
-
-
 def earlier_owners(clusters: Iterable[Mapping[str, Any]], current_key: str) -> list[TaskKey]:
     """The task instances (other than the current one) that own the given clusters."""
-    keys = {owner_of(c) for c in clusters} - {None, current_key}
+    keys = {owner_key_of(c) for c in clusters} - {None, current_key}
     return sorted(filter(None, (TaskKey.parse(k) for k in keys if k)), key=lambda k: (k.run_id, k.map_index))
 
 
@@ -67,19 +65,17 @@ def find_orphans(
     orphans = []
     for cluster in clusters:
         meta = cluster.get("metadata") or {}
-        owner = owner_of(cluster)
+        owner = owner_key_of(cluster)
         if not owner or owner == current_key or meta.get("deletionTimestamp"):
             continue
         key = TaskKey.parse(owner)
         action = (meta.get("annotations") or {}).get(ON_FINISH_ANNOTATION)
-        if key is None or action is None:  # not ours to judge (made by hand, or by an older version)
+        if key is None or action not in VALID_ACTIONS:  # not ours to judge (made by hand, or by an older version)
             continue
         state = key.state_in(task_states)
         if state not in FINISHED_STATES:
             continue
-        if action == OnFinishAction.KEEP_CLUSTER.value:
-            continue
-        if action == OnFinishAction.DELETE_SUCCEEDED_CLUSTER.value and state != "success":
+        if not should_delete(action, Ending.SUCCEEDED if state == "success" else Ending.FAILED):
             continue
         orphans.append(Orphan(meta["name"], owner, f"its task instance (run {key.run_id}) is {state}"))
     return orphans

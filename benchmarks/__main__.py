@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import api_economy, kuberay_latency
 from benchmarks.common import RESULTS, airflow_stack, kube_bench, loadavg, machine_facts, today, write_result
-from tests.stack import REPO
+from tests.support import REPO
 
 
 def capacity(quick: bool) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def kube_parts(quick: bool) -> dict[str, Any]:
             )
             economy = api_economy.measure(bench, stack, proxy, counted_kubeconfig, econ_seconds)
             economy["commands"] = f"python -m benchmarks.api_economy --job-seconds {econ_seconds}"
-            return {"airflow_start_seconds": stack.startup_seconds, "latency": latency, "api_economy": economy}  # type: ignore[attr-defined]
+            return {"airflow_start_seconds": stack.startup_seconds, "latency": latency, "api_economy": economy}
 
 
 def markdown(results: dict[str, Any]) -> str:

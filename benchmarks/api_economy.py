@@ -4,7 +4,7 @@
 
 Counted server-side: the provider's connection (``ray_econ``, the docker/rbac.yaml service account) has a
 kubeconfig whose ``server:`` is a counting loopback proxy in front of the kube-apiserver
-(tests/kube/api_proxy.py) and ``dashboard_access: proxy``, so the Ray Jobs API calls go through the API
+(tests/infra/kube/api_proxy.py) and ``dashboard_access: proxy``, so the Ray Jobs API calls go through the API
 server's service proxy and are counted too. Kinds: ``kube`` (plain requests), ``watch`` (a watch counts
 once however long it stays open), ``dashboard`` (service-proxy requests; the WebSocket log tail counts once).
 
@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig
+from airflow_provider_flyray.config import RayJobConfig
 from benchmarks.common import (
     KubeBench,
     airflow_stack,
@@ -34,16 +34,13 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.fixed_poll import run_fixed_poll
-from tests.kube.api_proxy import ApiProxy, Record
-from tests.stack import AirflowStack
+from tests.infra.kube.api_proxy import ApiProxy, Record
+from tests.infra.stack import AirflowStack
+from tests.support.ray_jobs import SMALL_HEAD
 
 SILENT = "python -c \"import time; time.sleep({seconds}); print('done')\""
 CHATTY = "bash -c 'for i in $(seq {seconds}); do echo tick $i; sleep 1; done'"
-HEAD = RayJobConfig(
-    head_node_config=HeadNodeConfig(
-        requests={"cpu": "1", "memory": "1Gi"}, ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}
-    )
-)
+HEAD = RayJobConfig(head_node_config=SMALL_HEAD)
 KINDS = ("kube", "watch", "dashboard")
 
 

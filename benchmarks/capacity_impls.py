@@ -40,7 +40,7 @@ def _flyray_connection(url: str) -> str:
 
 
 def _flyray_trigger(url: str, index: int, poll_interval: float) -> Any:
-    from airflow_provider_flyray.cluster import Backend, ClusterRef
+    from airflow_provider_flyray.backends.address import AddressBackend
     from airflow_provider_flyray.jobs_api import JobSubmission
     from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for
     from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
@@ -52,7 +52,7 @@ def _flyray_trigger(url: str, index: int, poll_interval: float) -> Any:
     )
     return RayJobTrigger(
         ray_conn_id=CONN_ID,
-        cluster=ClusterRef(Backend.ADDRESS, name="address", address=url).to_dict(),
+        cluster=AddressBackend.ref_for(url).to_dict(),
         submission=submission.to_dict(),
         owner_key=identity.task_key,
         poll_interval=poll_interval,

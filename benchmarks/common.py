@@ -16,18 +16,20 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 
 from airflow_provider_flyray.status import Startup, interpret_startup
-from tests.kube import cluster as control_plane
-from tests.kube.fixtures import ControlPlane
-from tests.stack import REPO, AirflowStack
+from tests.infra.kube.fixtures import ControlPlane
+from tests.infra.kube.fixtures import session as control_plane_session
+from tests.infra.stack import AirflowStack
+from tests.support import REPO, airflow_runs
+from tests.support.airflow_runs import E2E_DAGS, example_dags
+from tests.support.tenants import Tenant, provider_tenant
 
 RESULTS = REPO / "benchmarks" / "results"
 BENCH_DAGS = REPO / "benchmarks" / "dags"
@@ -85,7 +87,7 @@ def machine_facts() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "versions": versions,
-        "kuberay_operator": "v1.5.0 (tests/kube control plane)",
+        "kuberay_operator": "v1.5.0 (tests/infra/kube control plane)",
     }
 
 
@@ -139,39 +141,32 @@ class KubeBench:
     docker/rbac.yaml applied, so the provider runs as its least-privilege service account."""
 
     plane: ControlPlane
-    namespace: str
-    admin: client.ApiClient
-    sa_token: str
+    tenant: Tenant
     workdir: Path
-    started_here: bool
     _cleanups: list[Any] = field(default_factory=list)
 
     @property
+    def namespace(self) -> str:
+        return self.tenant.namespace
+
+    @property
+    def admin(self) -> client.ApiClient:
+        return self.tenant.admin
+
+    @property
     def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(self.admin)
+        return self.tenant.core
 
     @property
     def custom(self) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.admin)
+        return self.tenant.custom
 
     def sa_kubeconfig(self, server: str, name: str) -> str:
         """A kubeconfig holding only the service account's token, for ``server`` (the API server or a proxy)."""
-        from tests.integration.test_rbac import write_kubeconfig
-
-        return write_kubeconfig(self.workdir / name, server, self.plane.ca_file, self.sa_token, self.namespace)
+        return self.tenant.write_kubeconfig(self.workdir / name, server, self.plane.ca_file)
 
     def conn(self, kubeconfig: str, dashboard_access: str, **extra: str) -> str:
-        return json.dumps(
-            {
-                "conn_type": "flyray",
-                "extra": {
-                    "kube_config_path": kubeconfig,
-                    "namespace": self.namespace,
-                    "dashboard_access": dashboard_access,
-                    **extra,
-                },
-            }
-        )
+        return self.tenant.conn(dashboard_access, kubeconfig=kubeconfig, **extra)
 
     def on_exit(self, cleanup: Any) -> None:
         self._cleanups.append(cleanup)
@@ -179,46 +174,21 @@ class KubeBench:
 
 @contextlib.contextmanager
 def kube_bench(prefix: str = "bench") -> Iterator[KubeBench]:
-    from tests.integration.test_rbac import grant_provider_role
-
-    started_here = not control_plane.is_up()
-    kubeconfig = control_plane.up()
-    plane = ControlPlane(kubeconfig=kubeconfig, started_here=started_here)
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    admin = client.ApiClient(configuration)
-    core = client.CoreV1Api(admin)
-    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    workdir = Path(tempfile.mkdtemp(prefix=f"flyray-{namespace}-"))
-    core.create_namespace({"metadata": {"name": namespace}})
-    bench: KubeBench | None = None
+    workdir = Path(tempfile.mkdtemp(prefix=f"flyray-{prefix}-"))
     try:
-        token = grant_provider_role(admin, namespace, seconds=7200)
-        bench = KubeBench(plane, namespace, admin, token, workdir, started_here)
-        yield bench
+        with (
+            control_plane_session() as plane,
+            provider_tenant(plane, workdir, prefix, token_seconds=7200, wait_deleted=120) as tenant,
+        ):
+            bench = KubeBench(plane, tenant, workdir)
+            try:
+                yield bench
+            finally:
+                for cleanup in reversed(bench._cleanups):
+                    with contextlib.suppress(Exception):
+                        cleanup()
     finally:
-        for cleanup in reversed(bench._cleanups if bench else []):
-            with contextlib.suppress(Exception):
-                cleanup()
-        delete_namespace(core, namespace)
         shutil.rmtree(workdir, ignore_errors=True)
-        if started_here:
-            control_plane.down()
-
-
-def delete_namespace(core: client.CoreV1Api, namespace: str, timeout: float = 120) -> None:
-    """Delete and wait until it is gone (its RayClusters and pods with it)."""
-    with contextlib.suppress(client.ApiException):
-        core.delete_namespace(namespace)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            core.read_namespace(namespace)
-        except client.ApiException as exc:
-            if exc.status == 404:
-                return
-        time.sleep(1)
-    print(f"warning: namespace {namespace} still terminating after {timeout:.0f}s", flush=True)
 
 
 class ReadyWatch(threading.Thread):
@@ -268,37 +238,26 @@ class ReadyWatch(threading.Thread):
 
 
 @contextlib.contextmanager
-def airflow_stack(connections: dict[str, str], extra_env: dict[str, str] | None = None) -> Iterator[AirflowStack]:
-    """A real Airflow stack with the example, e2e and benchmark DAGs and the given connections
-    (``{"ray_bench": json}`` becomes ``AIRFLOW_CONN_RAY_BENCH``); stopped and removed on exit."""
+def airflow_stack(
+    connections: dict[str, str], extra_env: dict[str, str] | None = None, dag_files: Iterable[Path] | None = None
+) -> Iterator[AirflowStack]:
+    """A real Airflow stack with the example, e2e and benchmark DAGs (or ``dag_files``) and the given
+    connections (``{"ray_bench": json}`` becomes ``AIRFLOW_CONN_RAY_BENCH``); stopped and removed on exit."""
     home = Path(tempfile.mkdtemp(prefix="flyray-bench-airflow-"))
-    dags = home / "dags"
-    dags.mkdir()
-    sources = [
-        *sorted((REPO / "dags").glob("*.py")),
-        REPO / "tests" / "dags" / "flyray_e2e_dags.py",
-        *sorted(BENCH_DAGS.glob("*.py")),
-    ]
-    for source in sources:
-        shutil.copy(source, dags / source.name)
+    if dag_files is None:
+        dag_files = [*example_dags(), E2E_DAGS, *sorted(BENCH_DAGS.glob("*.py"))]
     env = {f"AIRFLOW_CONN_{conn_id.upper()}": value for conn_id, value in connections.items()}
     env.update(extra_env or {})
-    stack = AirflowStack(home=home, dags_folder=dags, extra_env=env)
     try:
-        stack.startup_seconds = stack.start()  # type: ignore[attr-defined]
-        yield stack
+        with airflow_runs.airflow_stack(home, dag_files, env) as stack:
+            yield stack
     finally:
-        stack.stop()
         shutil.rmtree(home, ignore_errors=True)
 
 
 def run_dag(stack: AirflowStack, dag_id: str, conf: dict[str, Any] | None = None, timeout: float = 900) -> str:
     run_id = stack.trigger(dag_id, conf)
-    deadline = time.monotonic() + timeout
-    while (state := stack.run_state(dag_id, run_id)) not in ("success", "failed"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{dag_id} {run_id} still {state}")
-        time.sleep(0.5)
+    state = stack.wait_for_run(dag_id, run_id, timeout=timeout, poll=0.5)
     if state != "success":
         raise RuntimeError(f"{dag_id} {run_id} {state}; logs under {stack.home}/logs")
     return run_id

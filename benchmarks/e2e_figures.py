@@ -14,25 +14,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import shutil
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from kubernetes import client, config
+from kubernetes import client
 
-from benchmarks.common import timings_from_log, worker_slot_seconds
-from tests.kube import cluster as control_plane
-from tests.kube.fixtures import ControlPlane
-from tests.stack import REPO, AirflowStack
-
-TASK = {"example_flyray_local": "estimate_pi", "example_flyray_kuberay": "train"}
+from benchmarks.common import airflow_stack, timings_from_log, worker_slot_seconds
+from tests.infra.kube.fixtures import session as control_plane_session
+from tests.infra.stack import AirflowStack
+from tests.support import REPO, tenants
+from tests.support.airflow_runs import E2E_DAGS, example_dags, task_of
 
 
 def run_once(stack: AirflowStack, dag_id: str) -> dict[str, float]:
-    task_id = TASK.get(dag_id, "job")
+    task_id = task_of(dag_id)
     stack.wait_for_dag(dag_id)
     stack.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     triggered = time.time()
@@ -61,51 +56,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    started_here = not control_plane.is_up()
-    kubeconfig = control_plane.up()
-    plane = ControlPlane(kubeconfig=kubeconfig, started_here=False)
-    configuration = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    core = client.CoreV1Api(client.ApiClient(configuration))
-    namespace = f"bench-e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    proxy = plane.api_proxy(as_admin=True).start()
-    home = Path(tempfile.mkdtemp(prefix="flyray-bench-airflow-"))
-    dags = home / "dags"
-    dags.mkdir()
-    for source in [*sorted((REPO / "dags").glob("*.py")), REPO / "tests" / "dags" / "flyray_e2e_dags.py"]:
-        shutil.copy(source, dags / source.name)
-    conn = json.dumps(
-        {
-            "conn_type": "flyray",
-            "extra": {
-                "kube_config_path": kubeconfig,
-                "namespace": namespace,
-                "dashboard_access": "pod",
-                "dashboard_url_template": proxy.url
-                + "/api/v1/namespaces/{namespace}/services/{service}:dashboard/proxy",
-            },
-        }
-    )
-    stack = AirflowStack(
-        home=home, dags_folder=dags, extra_env={"AIRFLOW_CONN_RAY_KUBE": conn, "AIRFLOW_CONN_RAY_DEFAULT": conn}
-    )
     results: dict[str, object] = {"date": datetime.date.today().isoformat(), "runs": args.runs}
-    try:
-        results["airflow_start_seconds"] = stack.start()
-        print(f"Airflow stack start: {results['airflow_start_seconds']:.1f}s", flush=True)
-        for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
-            rows = [run_once(stack, dag_id) for _ in range(args.runs)]
-            for i, row in enumerate(rows, 1):
-                print(f"{dag_id} run {i}: " + ", ".join(f"{k}={v:.2f}s" for k, v in row.items()), flush=True)
-            results[dag_id] = {"runs": rows, "median": {k: statistics.median(r[k] for r in rows) for k in rows[0]}}
-    finally:
-        stack.stop()
-        proxy.stop()
-        core.delete_namespace(namespace)
-        shutil.rmtree(home, ignore_errors=True)
-        if started_here:
-            control_plane.down()
+    with (
+        control_plane_session() as plane,
+        tenants.namespace(client.CoreV1Api(plane.api_client()), "bench-e2e") as namespace,
+        plane.api_proxy(as_admin=True) as proxy,
+    ):
+        conn = tenants.flyray_conn(
+            kube_config_path=plane.kubeconfig,
+            namespace=namespace,
+            dashboard_access="pod",
+            dashboard_url_template=tenants.dashboard_url_template(proxy.url),
+        )
+        connections = {"ray_kube": conn, "ray_default": conn}
+        with airflow_stack(connections, dag_files=[*example_dags(), E2E_DAGS]) as stack:
+            results["airflow_start_seconds"] = stack.startup_seconds
+            print(f"Airflow stack start: {results['airflow_start_seconds']:.1f}s", flush=True)
+            for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
+                rows = [run_once(stack, dag_id) for _ in range(args.runs)]
+                for i, row in enumerate(rows, 1):
+                    print(f"{dag_id} run {i}: " + ", ".join(f"{k}={v:.2f}s" for k, v in row.items()), flush=True)
+                medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+                results[dag_id] = {"runs": rows, "median": medians}
     print(f"\nmedians of {args.runs} runs (python -m benchmarks.e2e_figures --runs {args.runs}):")
     for dag_id in ("example_flyray_local", "example_flyray_kuberay", "e2e_kube_10s"):
         median = results[dag_id]["median"]  # type: ignore[index]

@@ -45,12 +45,11 @@ from benchmarks.common import (
     worker_slot_seconds,
     write_result,
 )
-from tests.stack import AirflowStack
+from tests.infra.stack import AirflowStack
+from tests.support.ray_jobs import SMALL_HEAD, first_event
 
 SLEEP = "python -c \"import time; time.sleep({seconds}); print('done')\""
-HEAD = HeadNodeConfig(
-    requests={"cpu": "1", "memory": "1Gi"}, ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}
-)
+HEAD = SMALL_HEAD
 # 20 job supervisors and drivers: 0.1 logical CPU each (entrypoint_num_cpus), ~100 MB of memory each.
 SHARED_HEAD = HeadNodeConfig(
     requests={"cpu": "1", "memory": "3Gi"}, ray_start_params={"num-cpus": "4", "object-store-memory": "200000000"}
@@ -234,16 +233,10 @@ def stack_connections(bench: KubeBench) -> dict[str, str]:
 # ---- the trigger alone (no Airflow): what the provider itself adds ---------------------------------
 
 
-async def _first_event(trigger: Any) -> dict[str, Any]:
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise RuntimeError("no event")
-
-
 def trigger_level(bench: KubeBench, runs: int, job_seconds: float) -> dict[str, Any]:
     import os
 
-    from airflow_provider_flyray.cluster import Backend, ClusterRef
+    from airflow_provider_flyray.cluster import ClusterRef
     from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
     from airflow_provider_flyray.jobs_api import JobSubmission
     from airflow_provider_flyray.naming import submission_id_for
@@ -260,9 +253,7 @@ def trigger_level(bench: KubeBench, runs: int, job_seconds: float) -> dict[str, 
             manifest = task_cluster_manifest(RayJobConfig(head_node_config=HEAD), identity, bench.namespace)
             created = time.time()
             hook.create_or_adopt_cluster(manifest, identity.task_key)
-            ref = ClusterRef(
-                Backend.KUBERNETES, name=manifest["metadata"]["name"], namespace=bench.namespace, owned=True
-            )
+            ref = ClusterRef("raycluster", name=manifest["metadata"]["name"], namespace=bench.namespace, owned=True)
             try:
                 trigger = RayJobTrigger(
                     ray_conn_id="ray_bench",
@@ -271,7 +262,7 @@ def trigger_level(bench: KubeBench, runs: int, job_seconds: float) -> dict[str, 
                     owner_key=identity.task_key,
                     startup_deadline=time.time() + 300,
                 )
-                event = asyncio.run(_first_event(trigger))
+                event = asyncio.run(first_event(trigger))
             finally:
                 hook.delete_cluster(ref, identity.task_key)
             if event["status"] != "success":

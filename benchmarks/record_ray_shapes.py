@@ -2,7 +2,7 @@
 
 Starts a transient local Ray head (loopback only, its own process group, via the provider's local
 backend helpers), submits a short job that prints a line a second, and saves what the dashboard answers
-to ``benchmarks/recorded/ray-<version>/*.json``: version, submit, get (running and finished), list,
+to ``tests/support/recorded/ray-<version>/*.json``: version, submit, get (running and finished), list,
 logs, stop, an unknown id, and the WebSocket log tail's frames with their timing relative to the job's
 ``end_time`` (Ray closes the tail a few seconds after the job ends). Stops the head at the end.
 
@@ -21,24 +21,14 @@ import aiohttp
 import ray
 import requests
 
-from airflow_provider_flyray.hooks.local_ray import local_cluster_pids, start_local_cluster, stop_local_cluster
+from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster, stop_local_cluster
+from tests.support.waits import wait_for_dashboard
 
-RECORDED_ROOT = Path(__file__).parent / "recorded"
+# The test double tests/support/recorded_ray.py (and the capacity benchmark through it) replays these.
+RECORDED_ROOT = Path(__file__).resolve().parent.parent / "tests" / "support" / "recorded"
 # Prints a line a second for 4 s: enough to see the tail stream while RUNNING and close after the end.
 JOB_ENTRYPOINT = "python -c \"import time\nfor i in range(4):\n    print('line', i, flush=True); time.sleep(1)\""
 LONG_ENTRYPOINT = 'python -c "import time; time.sleep(600)"'
-
-
-def wait_for_dashboard(base: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/api/version", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the Ray dashboard at {base} did not answer within {timeout:.0f}s")
 
 
 def wait_for_status(base: str, submission_id: str, wanted: set[str], timeout: float = 120.0) -> dict[str, Any]:
@@ -70,7 +60,7 @@ def main() -> None:
     assert ref.address is not None
     base = ref.address
     try:
-        wait_for_dashboard(base)
+        wait_for_dashboard(base, timeout=120)
         saved: dict[str, Any] = {"version": requests.get(f"{base}/api/version", timeout=5).json()}
 
         submit = requests.post(

@@ -32,7 +32,8 @@ ASTRO_REQUIREMENT = "astro-provider-ray==0.4.0"
 RESULTS = ROOT / "benchmarks" / "results"
 LOAD_GENERATOR_NOTE = (
     "The load generator is benchmarks/capacity_server.py: a fake Ray 2.60 Jobs API (aiohttp, 127.0.0.1) "
-    "replaying bodies recorded from a real Ray 2.60 dashboard (benchmarks/recorded/ray-2.60), in its own "
+    "replaying bodies recorded from a real Ray 2.60 dashboard (tests/support/recorded/ray-2.60, served by "
+    "tests/support/recorded_ray.py), in its own "
     "process; its CPU is not in the triggers' figures (reported separately as server_cpu_seconds). It "
     "shares the machine's cores with the trigger process."
 )

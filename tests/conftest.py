@@ -1,4 +1,6 @@
-"""Shared test set-up: an isolated AIRFLOW_HOME, a local Ray head, the KubeRay control plane fixture."""
+"""Shared test set-up: an isolated AIRFLOW_HOME, a migrated metadata DB, and the fixtures shared across
+test directories: the KubeRay control plane (tests/infra/kube/fixtures.py) and tests/support/fixtures.py,
+registered as pytest plugins."""
 
 from __future__ import annotations
 
@@ -16,9 +18,7 @@ os.environ["AIRFLOW_CONN_RAY_LOCAL"] = '{"conn_type": "flyray", "extra": {"backe
 
 import pytest  # noqa: E402
 
-from tests.kube.fixtures import kube_control_plane  # noqa: E402,F401  (session fixture)
-
-REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.infra.kube.fixtures", "tests.support.fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +29,7 @@ def airflow_home() -> Path:
 @pytest.fixture(scope="session")
 def airflow_db(airflow_home: Path) -> Path:
     """A migrated metadata DB (SQLite) for `airflow dags test` runs."""
-    import subprocess
-    import sys
+    from tests.support.airflow_runs import migrate
 
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=300,
-    )
+    migrate()
     return airflow_home

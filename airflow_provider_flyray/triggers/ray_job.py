@@ -3,7 +3,11 @@
 It submits the job exactly once (deterministic submission id; a retry adopts a still-running job of an
 earlier try), streams the job's log lines into the task log, notices the end as soon as the log tail
 closes (confirmed by the job status, never decided by a dropped stream), and enforces the startup and
-execution deadlines. It yields one event holding everything ``execute_complete`` needs.
+execution deadlines. It yields one :class:`~airflow_provider_flyray.events.RayJobEvent` holding
+everything ``execute_complete`` needs.
+
+It never asks which kind of cluster it follows: the backend named by the ClusterRef answers readiness,
+the dashboard's address and whether the cluster went away (:mod:`airflow_provider_flyray.backends`).
 
 A triggerer restart runs :meth:`run` again from the top with the same kwargs: every step derives its
 progress from Kubernetes and Ray, never from memory. :meth:`cleanup` deletes nothing; :meth:`on_kill`
@@ -22,17 +26,44 @@ import aiohttp
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_flyray import jobs_api
-from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.backends import ClusterBackend, backend_for
+from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction
-from airflow_provider_flyray.connection import ConnectionSettings, browser_dashboard_url
-from airflow_provider_flyray.errors import ClusterGoneError, DashboardUnreachableError, FlyrayError, RayJobsApiError
-from airflow_provider_flyray.hooks.ray_cluster import AsyncRaySession, RayClusterHook
+from airflow_provider_flyray.connection import ConnectionSettings
+from airflow_provider_flyray.core.dashboard import DASHBOARD_TIMEOUT
+from airflow_provider_flyray.core.session import RaySession
+from airflow_provider_flyray.errors import ClusterGoneError, FlyrayError
+from airflow_provider_flyray.events import Outcome, RayJobEvent, outcome_of_job
 from airflow_provider_flyray.jobs_api import DashboardEndpoint, JobSubmission
-from airflow_provider_flyray.manifest import head_service_name
+from airflow_provider_flyray.owners import Ending
 from airflow_provider_flyray.status import JobStatus, Startup, job_status_of
+from airflow_provider_flyray.timings import Timings
+from airflow_provider_flyray.triggers.job_logs import JobLogStream
+from airflow_provider_flyray.triggers.job_wait import JobWait
+from airflow_provider_flyray.triggers.submission import ensure_submitted
 
 DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT = 120.0
-MIN_STATUS_GAP = 0.5
+# Seconds each call made after the execution deadline may take (the stop, the last log lines).
+AFTER_DEADLINE_CALL = 1.0
+# What serialize() stores: plain, secret-free data (the metadata DB holds it).
+TRIGGER_KWARGS = (
+    "ray_conn_id",
+    "cluster",
+    "submission",
+    "owner_key",
+    "poll_interval",
+    "startup_deadline",
+    "deadline",
+    "get_logs",
+    "on_finish_action",
+    "keep_alive_seconds",
+    "submit_only",
+    "dashboard_unreachable_timeout",
+    "timings",
+    "earliest_event",
+)
+# Errors that end the wait with a reason rather than as a crash of the trigger.
+EXPLAINED_ERRORS = (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError, OSError)
 
 
 class RayJobTrigger(BaseTrigger):
@@ -41,7 +72,7 @@ class RayJobTrigger(BaseTrigger):
     :param ray_conn_id: ``flyray`` connection id (credentials are looked up here, never passed in).
     :param cluster: a :class:`~airflow_provider_flyray.cluster.ClusterRef` as a dict.
     :param submission: a :class:`~airflow_provider_flyray.jobs_api.JobSubmission` as a dict.
-    :param owner_key: the task-instance key (without try) that owns the cluster and the job.
+    :param owner_key: the key of the cluster's and the job's owner (the task instance, without try).
     :param poll_interval: seconds between job status checks (the log tail ends waits earlier).
     :param startup_deadline: epoch seconds by which the cluster must be ready, or None.
     :param deadline: epoch seconds of the task's execution_timeout, or None.
@@ -50,6 +81,7 @@ class RayJobTrigger(BaseTrigger):
     :param keep_alive_seconds: after the job ends, keep waiting this long before reporting (Flyte's
         ``ttl_seconds_after_finished``), so the dashboard stays inspectable without holding a worker.
     :param submit_only: return as soon as the job is submitted (``wait_for_completion=False``).
+    :param timings: the worker's milestones (see :mod:`~airflow_provider_flyray.timings`).
     :param earliest_event: epoch seconds before which no event is yielded (see ``min_deferral_seconds``).
     """
 
@@ -84,325 +116,169 @@ class RayJobTrigger(BaseTrigger):
         self.keep_alive_seconds = keep_alive_seconds
         self.submit_only = submit_only
         self.dashboard_unreachable_timeout = float(dashboard_unreachable_timeout)
+        self.timings = dict(timings or {})
         self.earliest_event = earliest_event
         # Set once the job is known on the cluster (this try's id, or an adopted earlier try's id).
         self._active_submission_id: str | None = None
         self._endpoint: DashboardEndpoint | None = None
         self._settings: ConnectionSettings | None = None
-        self._shown_chars = 0
-        # Epoch seconds of the milestones of this run(), reported in the event (benchmarks read them).
-        self.timings = dict(timings or {})
-        self._timings: dict[str, float] = {**self.timings, "trigger_started": time.time()}
+        self._logs = JobLogStream(lambda: self.log)
+        self._timings = Timings(self.timings)
+        self._timings.mark("trigger_started")
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "ray_conn_id": self.ray_conn_id,
-                "cluster": self.cluster,
-                "submission": self.submission,
-                "owner_key": self.owner_key,
-                "poll_interval": self.poll_interval,
-                "startup_deadline": self.startup_deadline,
-                "deadline": self.deadline,
-                "get_logs": self.get_logs,
-                "on_finish_action": self.on_finish_action,
-                "keep_alive_seconds": self.keep_alive_seconds,
-                "submit_only": self.submit_only,
-                "dashboard_unreachable_timeout": self.dashboard_unreachable_timeout,
-                "timings": self.timings,
-                "earliest_event": self.earliest_event,
-            },
-        )
+        return f"{type(self).__module__}.{type(self).__qualname__}", {k: getattr(self, k) for k in TRIGGER_KWARGS}
 
     @property
     def ref(self) -> ClusterRef:
         return ClusterRef.from_dict(self.cluster)
 
     @property
+    def backend(self) -> ClusterBackend:
+        return backend_for(self.ref)
+
+    @property
     def job(self) -> JobSubmission:
         return JobSubmission.from_dict(self.submission)
 
-    def _session(self) -> AsyncRaySession:
-        return RayClusterHook(self.ray_conn_id).async_session(log=self.log)
+    def session(self) -> RaySession:
+        return RaySession(self.ray_conn_id, namespace=self.ref.namespace, log=self.log)
 
     # ---- the wait -----------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        async with self._session() as session:
+        async with self.session() as session:
             self._settings = session.settings
             try:
-                payload = await self._run(session)
-            except (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError, OSError) as exc:
-                payload = await self._explain(session, exc)
+                event = await self.follow(session)
+            except EXPLAINED_ERRORS as exc:
+                event = await self._explain(session, exc)
             except Exception as exc:
                 self.log.exception("RayJobTrigger failed unexpectedly")
-                payload = self._payload("error", reason=f"unexpected {type(exc).__name__}: {exc}")
+                event = self.event(Outcome.ERROR, reason=f"unexpected {type(exc).__name__}: {exc}")
         if self.earliest_event is not None and (early := self.earliest_event - time.time()) > 0:
             # Airflow 3.3 fails a task whose trigger fires before the scheduler has processed the
             # worker's exit at deferral (apache/airflow#72716, #71580): a fast failure or a very short
             # job waits out that window instead of being failed by the scheduler without its reason.
             await asyncio.sleep(early)
-        yield TriggerEvent(payload)
+        yield TriggerEvent(event.to_dict())
 
-    async def _run(self, session: AsyncRaySession) -> dict[str, Any]:
-        ref = self.ref
-        verdict_reason = await self._wait_for_cluster(session, ref)
-        if verdict_reason is not None:
-            return verdict_reason
-        self._endpoint = await session.dashboard_endpoint(ref)
-        if (failure := await self._wait_for_dashboard(session, ref)) is not None:
-            return failure
-        submission_id = await self._ensure_submitted(session)
+    async def follow(self, session: RaySession) -> RayJobEvent:
+        """Cluster ready -> dashboard answering -> job submitted (once) -> job ended."""
+        if (not_started := await self.wait_for_cluster(session)) is not None:
+            return not_started
+        self._endpoint = await self.backend.dashboard(session, self.ref)
+        if (no_dashboard := await self.wait_for_dashboard(session)) is not None:
+            return no_dashboard
+        submission_id = await self.ensure_submitted(session)
         if self.submit_only:
-            return self._payload("submitted", job_status=JobStatus.PENDING.value, submission_id=submission_id)
-        return await self._wait_for_job(session, ref, submission_id)
+            return self.event(Outcome.SUBMITTED, job_status=JobStatus.PENDING.value, submission_id=submission_id)
+        return await self.wait_for_job(session, submission_id)
 
-    async def _explain(self, session: AsyncRaySession, exc: BaseException) -> dict[str, Any]:
+    async def _explain(self, session: RaySession, exc: BaseException) -> RayJobEvent:
         """Turn an error into a reason: a cluster that died explains a dashboard that went away."""
         reason = f"{type(exc).__name__}: {exc}"
-        ref = self.ref
         if not isinstance(exc, ClusterGoneError):
-            try:
-                if ref.backend is Backend.LOCAL:
-                    # A head that fails after its dashboard came up takes a moment to exit.
-                    for _ in range(25):
-                        await self._raise_if_cluster_gone(session, ref)
-                        await asyncio.sleep(0.2)
-                await self._raise_if_cluster_gone(session, ref)
-            except ClusterGoneError as gone:
-                reason = f"{gone} ({reason})"
-                if ref.backend is Backend.LOCAL:
-                    from airflow_provider_flyray.hooks.local_ray import local_startup_output
+            with contextlib.suppress(Exception):  # the original error stays the reason
+                gone = await self.backend.gone_reason(session, self.ref, settle=True)
+                if gone is not None:
+                    reason = f"{gone} ({reason})"
+                    if output := await self.backend.exit_output(session, self.ref):
+                        reason += f":\n{output}"
+        return self.event(Outcome.ERROR, reason=reason)
 
-                    reason += ":\n" + await asyncio.to_thread(local_startup_output, ref)
-            except Exception:  # the original error stays the reason
-                pass
-        return self._payload("error", reason=reason)
+    def _earliest(self, *deadlines: float | None) -> float | None:
+        known = [d for d in deadlines if d is not None]
+        return min(known) if known else None
 
-    def _seconds_left(self, deadline: float | None) -> float | None:
-        return None if deadline is None else deadline - time.time()
-
-    async def _wait_for_cluster(self, session: AsyncRaySession, ref: ClusterRef) -> dict[str, Any] | None:
-        if ref.backend is not Backend.KUBERNETES:
+    async def wait_for_cluster(self, session: RaySession) -> RayJobEvent | None:
+        ref = self.ref
+        if not self.backend.has_startup:
             return None
-        deadlines = [d for d in (self.startup_deadline, self.deadline) if d is not None]
         started = time.time()
-        verdict = await session.wait_until_ready(ref, min(deadlines) if deadlines else None)
+        verdict = await self.backend.wait_until_ready(
+            session, ref, self._earliest(self.startup_deadline, self.deadline)
+        )
         if verdict.state is Startup.READY:
-            self._timings["cluster_ready"] = time.time()
+            self._timings.mark("cluster_ready")
             self.log.info("%s is ready after %.1fs", ref.describe(), time.time() - started)
             return None
         if self.deadline is not None and time.time() >= self.deadline:
-            return self._payload("timeout", reason=f"execution_timeout reached while {ref.describe()} was starting")
-        return self._payload("failed", reason=f"the Ray cluster did not start: {verdict.reason}", phase="startup")
+            return self.event(Outcome.TIMEOUT, reason=f"execution_timeout reached while {ref.describe()} was starting")
+        return self.event(Outcome.FAILED, reason=f"the Ray cluster did not start: {verdict.reason}", phase="startup")
 
-    async def _wait_for_dashboard(self, session: AsyncRaySession, ref: ClusterRef) -> dict[str, Any] | None:
+    async def wait_for_dashboard(self, session: RaySession) -> RayJobEvent | None:
         """The Jobs API answers a little after the head is Ready (and a local head needs seconds)."""
         assert self._endpoint is not None
-        deadlines = [d for d in (self.startup_deadline, self.deadline) if d is not None]
-        limit = min(deadlines) if deadlines else time.time() + self.dashboard_unreachable_timeout
-        delay = 0.1
-        while True:
-            try:
-                await session.version(self._endpoint)
-                return None
-            except (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError) as exc:
-                if isinstance(exc, RayJobsApiError) and exc.status in (401, 403):
-                    raise
-                last_error = f"{type(exc).__name__}: {exc}"
-            if ref.backend is Backend.LOCAL:
-                from airflow_provider_flyray.hooks.local_ray import local_cluster_alive, local_startup_output
+        ref = self.ref
+        limit = self._earliest(self.startup_deadline, self.deadline) or time.time() + self.dashboard_unreachable_timeout
+        problem, last_error = await session.dashboard.wait_until_answering(
+            self._endpoint, limit, lambda: self.backend.startup_problem(session, ref)
+        )
+        if problem is not None:
+            return self.event(Outcome.FAILED, reason=problem, phase="startup")
+        if last_error is None:
+            return None
+        if self.deadline is not None and time.time() >= self.deadline:
+            return self.event(Outcome.TIMEOUT, reason="execution_timeout reached before the Ray dashboard answered")
+        reason = f"the Ray dashboard of {ref.describe()} did not answer: {last_error}"
+        return self.event(Outcome.FAILED, reason=reason, phase="startup")
 
-                if not await asyncio.to_thread(local_cluster_alive, ref):
-                    output = await asyncio.to_thread(local_startup_output, ref)
-                    return self._payload(
-                        "failed", reason=f"the local Ray head exited during startup:\n{output}", phase="startup"
-                    )
-            if time.time() >= limit:
-                if self.deadline is not None and time.time() >= self.deadline:
-                    return self._payload(
-                        "timeout", reason="execution_timeout reached before the Ray dashboard answered"
-                    )
-                return self._payload(
-                    "failed",
-                    reason=f"the Ray dashboard of {ref.describe()} did not answer: {last_error}",
-                    phase="startup",
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def _ensure_submitted(self, session: AsyncRaySession) -> str:
-        """Exactly once: this try's job if it exists, else a live job of an earlier try, else submit."""
+    async def ensure_submitted(self, session: RaySession) -> str:
+        """Exactly once (see :mod:`.submission`)."""
         assert self._endpoint is not None
-        job = self.job
-        if await session.get_job(self._endpoint, job.submission_id) is not None:
-            self.log.info("Ray job %s already submitted; following it", job.submission_id)
-            self._active_submission_id = job.submission_id
-            return job.submission_id
-        # A first try has no earlier try to adopt: skip listing every job of the cluster (N triggers
-        # starting together on one cluster would each download and parse the whole, growing list).
-        first_try = job.metadata.get("airflow_try_number") == "1"
-        earlier_jobs = [] if first_try else await session.list_jobs(self._endpoint)
-        for earlier in jobs_api.jobs_of_task(earlier_jobs, self.owner_key):
-            if not job_status_of(earlier).is_terminal:
-                adopted = str(earlier.get("submission_id"))
-                self.log.info("Reattaching to Ray job %s of an earlier try (still %s)", adopted, earlier.get("status"))
-                self._active_submission_id = adopted
-                return adopted
-        submission_id = await session.submit_job(self._endpoint, job)
-        self._timings["submitted"] = time.time()
+        submission_id, now = await ensure_submitted(
+            session.dashboard, self._endpoint, self.job, self.owner_key, self.log
+        )
+        if now:
+            self._timings.mark("submitted")
         self._active_submission_id = submission_id
-        self.log.info("Submitted Ray job %s: %s", submission_id, job.entrypoint)
         return submission_id
 
-    async def _wait_for_job(self, session: AsyncRaySession, ref: ClusterRef, submission_id: str) -> dict[str, Any]:
+    async def wait_for_job(self, session: RaySession, submission_id: str) -> RayJobEvent:
         assert self._endpoint is not None
-        endpoint = self._endpoint
-        # Set when the log tail closes: Ray closes it 2-4 s after the job ends, the early end signal.
-        # New output does not wake the status check: a check per output chunk would make the requests
-        # grow with how much the jobs print (one per second each) instead of with the poll interval.
-        wake = asyncio.Event()
-        last_check = 0.0
-        tail_task = (
-            asyncio.create_task(self._stream_logs(session, endpoint, submission_id, wake)) if self.get_logs else None
+        info = await JobWait(
+            session,
+            self.backend,
+            self.ref,
+            self._endpoint,
+            submission_id,
+            logs=self._logs if self.get_logs else None,
+            poll_interval=self.poll_interval,
+            deadline=self.deadline,
+            unreachable_timeout=self.dashboard_unreachable_timeout,
+            log=self.log,
+        ).until_end()
+        if info is not None:
+            return await self.finished(session, info)
+        # Past the deadline, the stop and the last lines are best effort within a short budget: a
+        # dashboard that hangs must not hold the timeout back.
+        stopped = await self._stop_quietly(session, self._endpoint, submission_id, timeout=AFTER_DEADLINE_CALL)
+        logs = await self._full_logs(session, self._endpoint, submission_id, timeout=AFTER_DEADLINE_CALL)
+        return self.event(
+            Outcome.TIMEOUT,
+            reason=f"execution_timeout reached; Ray job {submission_id} {'stopped' if stopped else 'stop requested'}",
+            submission_id=submission_id,
+            log_tail=jobs_api.last_lines(logs),
         )
-        unreachable_since: float | None = None
-        gone_task: asyncio.Task[str] | None = None
-        if ref.backend is Backend.KUBERNETES:
-            # Someone deleting the cluster must fail the task at once, not when the head finally dies.
-            gone_task = asyncio.create_task(session.wait_for_deletion(ref))
-            gone_task.add_done_callback(lambda _: wake.set())
-        try:
-            while True:
-                if gone_task is not None and gone_task.done() and not gone_task.cancelled():
-                    if gone_task.exception() is None:
-                        raise ClusterGoneError(gone_task.result())
-                    gone_task = None  # the watch itself failed: the dashboard checks still notice
-                # A tail that keeps closing (dropped streams) never checks the status more than twice a second.
-                await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
-                last_check = time.monotonic()
-                try:
-                    info = await session.get_job(endpoint, submission_id)
-                    unreachable_since = None
-                except (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError) as exc:
-                    if isinstance(exc, RayJobsApiError) and exc.status is not None and exc.status < 500:
-                        raise
-                    await self._raise_if_cluster_gone(session, ref)
-                    unreachable_since = unreachable_since or time.time()
-                    if time.time() - unreachable_since > self.dashboard_unreachable_timeout:
-                        raise DashboardUnreachableError(
-                            f"the Ray dashboard of {ref.describe()} has been unreachable for "
-                            f"{time.time() - unreachable_since:.0f}s ({type(exc).__name__}: {exc})"
-                        ) from None
-                    self.log.warning("Ray dashboard unreachable (%s); retrying", type(exc).__name__)
-                    info = None
-                if info is None and unreachable_since is None:
-                    await self._raise_if_cluster_gone(session, ref)
-                    raise RayJobsApiError(f"Ray job {submission_id} disappeared from {ref.describe()}")
-                if info is not None and job_status_of(info).is_terminal:
-                    return await self._finished(session, ref, endpoint, info, tail_task)
-                left = self._seconds_left(self.deadline)
-                if left is not None and left <= 0:
-                    stopped = await self._stop_quietly(session, endpoint, submission_id)
-                    return self._payload(
-                        "timeout",
-                        reason=f"execution_timeout reached; Ray job {submission_id} "
-                        f"{'stopped' if stopped else 'stop requested'}",
-                        submission_id=submission_id,
-                        log_tail=await self._log_tail(session, endpoint, submission_id),
-                    )
-                wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
-                if unreachable_since is not None:
-                    wait = min(wait, 2.0)
-                wake.clear()
-                if tail_task is not None and tail_task.done() and info is not None:
-                    # The tail closed but the job is not over: the stream dropped, so re-open it.
-                    tail_task = asyncio.create_task(self._stream_logs(session, endpoint, submission_id, wake))
-                # The log tail closing is the instant end-of-job signal; the status check at the top
-                # of the loop confirms it (a dropped stream never decides the job's state).
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=wait)
-        finally:
-            if gone_task is not None:
-                gone_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await gone_task
-            if tail_task is not None:
-                tail_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await tail_task
 
-    async def _raise_if_cluster_gone(self, session: AsyncRaySession, ref: ClusterRef) -> None:
-        if ref.backend is Backend.KUBERNETES:
-            cluster = await session.get_cluster(ref)
-            if cluster is None or (cluster.get("metadata") or {}).get("deletionTimestamp"):
-                raise ClusterGoneError(f"{ref.describe()} was deleted while the Ray job was running")
-        elif ref.backend is Backend.LOCAL:
-            from airflow_provider_flyray.hooks.local_ray import local_cluster_alive
-
-            if not await asyncio.to_thread(local_cluster_alive, ref):
-                raise ClusterGoneError(f"{ref.describe()} exited")
-
-    async def _stream_logs(
-        self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str, wake: asyncio.Event
-    ) -> None:
-        """Log lines into the task log. A re-opened tail replays from the start: skip what was shown."""
-        already_shown = self._shown_chars
-        seen = 0
-        partial = ""
-        try:
-            async for chunk in session.tail_job_logs(endpoint, submission_id):
-                chunk_start, seen = seen, seen + len(chunk)
-                skip = max(0, already_shown - chunk_start)
-                if skip >= len(chunk):
-                    continue
-                *lines, partial = (partial + chunk[skip:]).split("\n")
-                for line in lines:
-                    self.log.info("[ray] %s", line)
-                # Only complete lines count as shown: a partial one is re-read if the stream drops.
-                self._shown_chars = seen - len(partial)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self.log.debug("log tail of %s dropped: %s", submission_id, exc)
-            await asyncio.sleep(1)
-        finally:
-            wake.set()
-
-    async def _finished(
-        self,
-        session: AsyncRaySession,
-        ref: ClusterRef,
-        endpoint: DashboardEndpoint,
-        info: dict[str, Any],
-        tail_task: asyncio.Task[None] | None,
-    ) -> dict[str, Any]:
+    async def finished(self, session: RaySession, info: dict[str, Any]) -> RayJobEvent:
+        """The job is over: show the rest of its log, say how it ended, keep the cluster if asked."""
+        assert self._endpoint is not None
         submission_id = str(info.get("submission_id") or self._active_submission_id)
-        if tail_task is not None:
-            # Ray closes the tail seconds after the job ends: don't wait for it, read the rest instead.
-            tail_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await tail_task
-        logs = await self._full_logs(session, endpoint, submission_id)
-        if self.get_logs and len(logs) > self._shown_chars:
-            for line in logs[self._shown_chars :].rstrip("\n").split("\n"):
-                self.log.info("[ray] %s", line)
-            self._shown_chars = len(logs)
+        logs = await self._full_logs(session, self._endpoint, submission_id)
+        if self.get_logs:
+            self._logs.show_rest(logs)
         status = job_status_of(info)
-        outcome = {JobStatus.SUCCEEDED: "success", JobStatus.STOPPED: "stopped"}.get(status, "failed")
-        reason = (
-            ""
-            if outcome == "success"
-            else f"Ray job {submission_id} {status.value}: {info.get('message') or ''}".strip()
-        )
-        if outcome != "success":
+        outcome, reason = outcome_of_job(status, submission_id, info.get("message"))
+        if outcome is not Outcome.SUCCESS:
             # A job killed by its cluster going away should say so, not just "FAILED".
             try:
-                await self._raise_if_cluster_gone(session, ref)
-            except ClusterGoneError as gone:
-                reason = f"{gone}; {reason}"
+                if (gone := await self.backend.gone_reason(session, self.ref)) is not None:
+                    reason = f"{gone}; {reason}"
             except Exception as exc:
-                self.log.debug("could not check %s: %s", ref.describe(), exc)
-        payload = self._payload(
+                self.log.debug("could not check %s: %s", self.ref.describe(), exc)
+        event = self.event(
             outcome,
             job_status=status.value,
             submission_id=submission_id,
@@ -412,77 +288,79 @@ class RayJobTrigger(BaseTrigger):
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
             log_tail=jobs_api.last_lines(logs),
+            result=self.job_result(info, logs),
         )
-        if self.keep_alive_seconds and ref.owned:
+        if self.keep_alive_seconds and self.ref.owned:
             keep = float(self.keep_alive_seconds)
-            left = self._seconds_left(self.deadline)
+            left = None if self.deadline is None else self.deadline - time.time()
             if left is not None:
                 keep = max(0.0, min(keep, left))
-            self.log.info("Keeping %s for %.0fs (ttl_seconds_after_finished) before cleanup", ref.describe(), keep)
+            self.log.info("Keeping %s for %.0fs (ttl_seconds_after_finished) before cleanup", self.ref.describe(), keep)
             await asyncio.sleep(keep)
-        return payload
+        return event
 
-    async def _full_logs(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> str:
+    def job_result(self, info: dict[str, Any], logs: str) -> Any:
+        """The JSON value the job produced for XCom, read from its log; None here (plain entrypoints
+        report only their status). Subclasses for Python-function jobs override this."""
+        return None
+
+    async def _full_logs(
+        self, session: RaySession, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
+    ) -> str:
         try:
-            return await session.get_job_logs(endpoint, submission_id)
+            return await session.dashboard.get_job_logs(endpoint, submission_id, timeout=timeout)
         except Exception as exc:
             self.log.warning("Could not read the logs of Ray job %s: %s", submission_id, exc)
             return ""
 
-    async def _log_tail(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> list[str]:
-        return jobs_api.last_lines(await self._full_logs(session, endpoint, submission_id))
-
-    async def _stop_quietly(self, session: AsyncRaySession, endpoint: DashboardEndpoint, submission_id: str) -> bool:
+    async def _stop_quietly(
+        self, session: RaySession, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
+    ) -> bool:
         try:
-            return await session.stop_job(endpoint, submission_id)
+            return await session.dashboard.stop_job(endpoint, submission_id, timeout=timeout)
         except Exception as exc:
             self.log.warning("Could not stop Ray job %s: %s", submission_id, exc)
             return False
 
-    def _payload(self, status: str, **fields: Any) -> dict[str, Any]:
+    def event(self, status: Outcome, **fields: Any) -> RayJobEvent:
         ref = self.ref
-        payload: dict[str, Any] = {
-            "status": status,
-            "cluster": self.cluster,
-            "submission_id": fields.pop("submission_id", None) or self._active_submission_id or self.job.submission_id,
-            "dashboard_url": self._browser_url(ref),
-            "reason": "",
-            "log_tail": [],
-            "timings": {**self._timings, "event": time.time()},
-        }
-        payload.update(fields)
-        return payload
-
-    def _browser_url(self, ref: ClusterRef) -> str | None:
-        if self._endpoint is None:
-            return ref.address
-        if ref.backend is not Backend.KUBERNETES:
-            return self._endpoint.base_url
-        if self._settings is None:
-            return None
-        return browser_dashboard_url(
-            self._settings,
-            namespace=ref.namespace,
-            cluster=ref.name,
-            service=head_service_name(ref.name),
-            direct_url=self._endpoint.base_url,
+        submission_id = fields.pop("submission_id", None) or self._active_submission_id or self.job.submission_id
+        direct = self._endpoint.base_url if self._endpoint is not None else None
+        dashboard_url = (
+            self.backend.browser_url(self._settings, ref, direct)
+            if self._settings is not None and direct is not None
+            else ref.address
+        )
+        return RayJobEvent(
+            status=status,
+            cluster=ref,
+            submission_id=submission_id,
+            dashboard_url=dashboard_url,
+            timings={**self._timings.to_dict(), "event": time.time()},
+            **fields,
         )
 
     # ---- user kill ----------------------------------------------------------------------------------
 
     async def on_kill(self) -> None:
         """The user marked the deferred task failed/success or cleared it: stop the job, apply the policy."""
-        ref = self.ref
-        async with self._session() as session:
+        ref, backend = self.ref, self.backend
+        async with self.session() as session:
             with contextlib.suppress(Exception):
-                endpoint = self._endpoint or await session.dashboard_endpoint(ref)
+                endpoint = self._endpoint or await backend.dashboard(session, ref)
                 for submission_id in {self._active_submission_id, self.job.submission_id} - {None}:
                     assert submission_id is not None
                     if await self._stop_quietly(session, endpoint, submission_id):
                         self.log.info("Stopped Ray job %s (task killed)", submission_id)
-            if ref.owned and self.on_finish_action != OnFinishAction.KEEP_CLUSTER.value:
-                try:
-                    await session.delete_cluster(ref, self.owner_key)
+            try:
+                if await backend.release(
+                    session,
+                    ref,
+                    action=self.on_finish_action,
+                    ending=Ending.KILLED,
+                    owner_key=self.owner_key,
+                    log=self.log,
+                ):
                     self.log.info("Deleted %s (task killed)", ref.describe())
-                except Exception as exc:
-                    self.log.warning("Could not delete %s: %s", ref.describe(), exc)
+            except Exception as exc:
+                self.log.warning("Could not delete %s: %s", ref.describe(), exc)

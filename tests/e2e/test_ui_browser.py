@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import output_dir
-from tests.e2e.test_airflow_stack import clusters, wait_for_state, wait_gone
+from tests.support import output_dir
+from tests.support.airflow_runs import wait_for_state
+from tests.support.leftovers import managed_clusters, wait_until_empty
 
 pytestmark = [pytest.mark.kube, pytest.mark.airflow, pytest.mark.ray]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -31,7 +32,7 @@ def test_links_in_the_ui_open_the_ray_dashboard(stack, custom, core, e2e_namespa
     dag_id = "e2e_kube_ui"
     run_id = stack.trigger(dag_id)
     assert wait_for_state(stack, dag_id, run_id, {"deferred"})["state"] == "deferred"
-    (cluster,) = clusters(custom, e2e_namespace, dag_id)
+    (cluster,) = managed_clusters(custom, e2e_namespace, f"dag_id={dag_id}")
     name = cluster["metadata"]["name"]
     dashboard = f"{kube_proxy.url}/api/v1/namespaces/{e2e_namespace}/services/{name}-head-svc:dashboard/proxy"
     deadline = time.monotonic() + 240
@@ -80,4 +81,4 @@ def test_links_in_the_ui_open_the_ray_dashboard(stack, custom, core, e2e_namespa
         browser.close()
     print(f"screenshots: {task_shot} {ray_shot}")
     assert stack.wait_for_run(dag_id, run_id, timeout=300) == "success"
-    wait_gone(custom, core, e2e_namespace, dag_id)
+    wait_until_empty(core, custom, e2e_namespace, f"dag_id={dag_id}", timeout=30)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.faults import matrix
+from tests.support import fault_matrix
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -21,20 +21,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 @pytest.fixture
-def scenario(request: pytest.FixtureRequest) -> matrix.Scenario:
+def scenario(request: pytest.FixtureRequest) -> fault_matrix.Scenario:
     """The test's row in the matrix. Mark the test ``@pytest.mark.scenario("9a", "kube API answers 500")``."""
     marker = request.node.get_closest_marker("scenario")
     number, name = marker.args if marker else ("-", request.node.name)
-    row = matrix.Scenario(number=str(number), name=str(name))
+    row = fault_matrix.Scenario(number=str(number), name=str(name))
     request.node._flyray_scenario = row
-    matrix.ROWS.append(row)
+    fault_matrix.ROWS.append(row)
     return row
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
-    if not matrix.ROWS:
+    if not fault_matrix.ROWS:
         return
-    path = matrix.write(matrix.ROWS)
+    path = fault_matrix.write(fault_matrix.ROWS)
     terminalreporter.section("flyray fault matrix")
     terminalreporter.write_line(path.read_text())
     terminalreporter.write_line(f"(also {path.with_suffix('.json')})")

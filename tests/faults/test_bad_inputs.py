@@ -11,7 +11,6 @@ mutating requests, and the namespaces hold the same objects before and after.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.conftest import REPO
-from tests.faults import bad_inputs, observe
-from tests.faults.bad_inputs import CASES, DAG_ID
-from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
-from tests.kube.api_proxy import ApiProxy
+from tests.infra.kube.api_proxy import ApiProxy
+from tests.support import bad_inputs, leftovers, output_dir
+from tests.support.bad_inputs import CASES, DAG_ID
+from tests.support.tenants import provider_tenant
 
 pytestmark = [pytest.mark.kube, pytest.mark.airflow]
 
@@ -43,17 +41,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(kube_control_plane, tmp_path_factory) -> Iterator[Env]:
-    admin = kube_control_plane.api_client()
-    core = client.CoreV1Api(admin)
-    suffix = uuid.uuid4().hex[:6]
-    namespace, other = f"flyray-bad-{suffix}", f"flyray-bad-other-{suffix}"
-    for name in (namespace, other):
-        core.create_namespace({"metadata": {"name": name}})
-    proxy = kube_control_plane.api_proxy().start()
-    try:
-        token = grant_provider_role(admin, namespace)
-        home = tmp_path_factory.mktemp("bad-inputs")
-        kubeconfig = write_kubeconfig(home / "sa.kubeconfig", proxy.url, None, token, namespace)
+    home = tmp_path_factory.mktemp("bad-inputs")
+    with provider_tenant(kube_control_plane, home, "flyray-bad", other=True, through_proxy=True) as tenant:
         dags = home / "dags"
         dags.mkdir()
         (dags / "bad_run.py").write_text(bad_inputs.dag_file(None))
@@ -61,18 +50,18 @@ def env(kube_control_plane, tmp_path_factory) -> Iterator[Env]:
             if case.kind == "parse":
                 (dags / f"bad_parse_{case.task_id}.py").write_text(bad_inputs.dag_file(case))
         yield Env(
-            namespace=namespace,
-            other=other,
-            proxy=proxy,
-            good_extra={"kube_config_path": kubeconfig, "namespace": namespace, "dashboard_access": "pod"},
+            namespace=tenant.namespace,
+            other=tenant.other,
+            proxy=tenant.proxy,
+            good_extra={
+                "kube_config_path": tenant.kubeconfig,
+                "namespace": tenant.namespace,
+                "dashboard_access": "pod",
+            },
             dags=dags,
-            core=core,
-            custom=client.CustomObjectsApi(admin),
+            core=tenant.core,
+            custom=tenant.custom,
         )
-    finally:
-        proxy.stop()
-        for name in (namespace, other):
-            core.delete_namespace(name)
 
 
 def inventory(env: Env) -> set[str]:
@@ -133,7 +122,7 @@ def test_bad_inputs_are_refused_before_anything_is_created(env, scenario, airflo
     mutating = [f"{r.method} {r.path}" for r in env.proxy.records if r.method in MUTATING]
     reads = [f"{r.method} {r.path}" for r in env.proxy.records if r.method not in MUTATING]
     after = inventory(env)
-    leaks = observe.leftovers(env.core, env.custom, env.namespace, "", timeout=0)
+    leaks = leftovers.leftovers(env.core, env.custom, env.namespace, "", timeout=0)
     leaks += sorted(after - before)
     scenario.leaks = leaks
 
@@ -153,9 +142,7 @@ def test_bad_inputs_are_refused_before_anything_is_created(env, scenario, airflo
     with capsys.disabled():
         print(f"\n\nbad-input catalogue ({len(CASES)} cases, {seconds:.1f}s):\n{table}\n")
         print(f"Kubernetes requests through the proxy: {len(reads)} reads, {len(mutating)} mutating")
-    out = REPO / "test-output"
-    out.mkdir(exist_ok=True)
-    (out / "bad-inputs.txt").write_text(table + "\n")
+    (output_dir() / "bad-inputs.txt").write_text(table + "\n")
 
     scenario.observe(
         f"{refused}/{len(CASES)} refused before any create, each naming the field and what is expected; "

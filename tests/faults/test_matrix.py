@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import time
 import urllib.request
@@ -24,12 +23,14 @@ import pytest
 from kubernetes import client
 
 from airflow_provider_flyray.naming import TaskIdentity, cluster_name_for
-from tests.conftest import REPO
-from tests.faults.matrix import Scenario
-from tests.faults.observe import JobCounter, head_pod, host_link_of, leftovers, managed_clusters, set_link
-from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
-from tests.kube.api_proxy import ApiProxy
-from tests.stack import AirflowStack
+from tests.infra.kube.api_proxy import ApiProxy
+from tests.infra.stack import AirflowStack
+from tests.support.airflow_runs import FAULT_DAGS, airflow_stack, wait_for_state
+from tests.support.fault_matrix import Scenario
+from tests.support.job_counter import JobCounter
+from tests.support.leftovers import head_pod, leftovers, managed_clusters
+from tests.support.pod_network import host_link_of, set_link
+from tests.support.tenants import Tenant, provider_tenant
 
 pytestmark = [pytest.mark.kube, pytest.mark.airflow, pytest.mark.ray]
 
@@ -38,22 +39,16 @@ pytestmark = [pytest.mark.kube, pytest.mark.airflow, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
-def namespace(kube_control_plane) -> Iterator[str]:
-    core = client.CoreV1Api(kube_control_plane.api_client())
-    name = f"flyray-faults-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
+def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
+    """docker/rbac.yaml applied in a fresh namespace: the fault DAGs run as its service account."""
+    workdir = tmp_path_factory.mktemp("faults-sa")
+    with provider_tenant(kube_control_plane, workdir, "flyray-faults", token_seconds=7200) as tenant:
+        yield tenant
 
 
 @pytest.fixture(scope="module")
-def core(kube_control_plane) -> client.CoreV1Api:
-    return client.CoreV1Api(kube_control_plane.api_client())
-
-
-@pytest.fixture(scope="module")
-def custom(kube_control_plane) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube_control_plane.api_client())
+def namespace(tenant) -> str:
+    return tenant.namespace
 
 
 @pytest.fixture(scope="module")
@@ -64,38 +59,16 @@ def fault_proxy(kube_control_plane) -> Iterator[ApiProxy]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, kube_control_plane, namespace, fault_proxy) -> Iterator[AirflowStack]:
-    admin = kube_control_plane.api_client()
-    token = grant_provider_role(admin, namespace, seconds=7200)
+def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow-faults")
-    direct = write_kubeconfig(
-        home / "sa.kubeconfig", kube_control_plane.server, kube_control_plane.ca_file, token, namespace
-    )
-    faulty = write_kubeconfig(
-        home / "sa-proxy.kubeconfig", fault_proxy.url, kube_control_plane.ca_file, token, namespace
-    )
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(REPO / "tests" / "dags" / "flyray_fault_dags.py", dags)
-
-    def conn(kubeconfig: str) -> str:
-        extra = {"kube_config_path": kubeconfig, "namespace": namespace, "dashboard_access": "pod"}
-        return json.dumps({"conn_type": "flyray", "extra": extra})
-
-    stack = AirflowStack(
-        home=home,
-        dags_folder=dags,
-        extra_env={
-            "AIRFLOW_CONN_RAY_KUBE": conn(direct),
-            "AIRFLOW_CONN_RAY_FAULTY": conn(faulty),
-            "AIRFLOW__CORE__PARALLELISM": "8",
-        },
-    )
-    stack.start()
-    try:
+    faulty = tenant.write_kubeconfig(home / "sa-proxy.kubeconfig", fault_proxy.url, tenant.ca_file)
+    env = {
+        "AIRFLOW_CONN_RAY_KUBE": tenant.conn("pod"),
+        "AIRFLOW_CONN_RAY_FAULTY": tenant.conn("pod", kubeconfig=faulty),
+        "AIRFLOW__CORE__PARALLELISM": "8",
+    }
+    with airflow_stack(home, [FAULT_DAGS], env) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @dataclass
@@ -118,11 +91,7 @@ class Run:
         return str(self.stack.task_instance(self.dag_id, self.run_id, "job")["state"])
 
     def wait_state(self, states: set[str], timeout: float = 300) -> str:
-        deadline = time.monotonic() + timeout
-        while (state := self.state()) not in states:
-            assert time.monotonic() < deadline, f"{self.dag_id}: task still {state}, expected {states}"
-            time.sleep(0.5)
-        return state
+        return str(wait_for_state(self.stack, self.dag_id, self.run_id, states, timeout, task_id="job")["state"])
 
     def finish(self, timeout: float = 400) -> str:
         return self.stack.wait_for_run(self.dag_id, self.run_id, timeout=timeout)

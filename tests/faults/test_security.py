@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
 import os
 import re
-import shutil
 import sqlite3
 import ssl
 import subprocess
@@ -41,20 +41,20 @@ from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from kubernetes import client
 
-from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.backends.address import AddressBackend
+from airflow_provider_flyray.backends.local_process import start_local_cluster, stop_local_cluster
+from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.errors import TLSVerificationError
-from airflow_provider_flyray.hooks.local_ray import start_local_cluster, stop_local_cluster
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
-from airflow_provider_flyray.jobs_api import JobSubmission
-from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
-from tests.conftest import REPO
-from tests.faults import observe
-from tests.integration.conftest import wait_for_dashboard
-from tests.integration.test_rbac import grant_provider_role, write_kubeconfig
-from tests.kube.api_proxy import ApiProxy
-from tests.stack import AirflowStack
+from airflow_provider_flyray.naming import TaskIdentity
+from tests.infra.stack import AirflowStack
+from tests.support import REPO, leftovers, tenants
+from tests.support.airflow_runs import airflow_stack
+from tests.support.job_counter import JobCounter
+from tests.support.ray_jobs import run_trigger
+from tests.support.tenants import flyray_conn, provider_tenant, write_kubeconfig
+from tests.support.waits import wait_for_dashboard
 
 pytestmark = [pytest.mark.kube, pytest.mark.airflow, pytest.mark.ray]
 
@@ -63,15 +63,11 @@ TOKEN_SECRET = "ray-dashboard-token"
 
 
 @dataclass
-class Tenant:
-    namespace: str
-    token: str  # the service account's bearer token: canary 2
-    dashboard_token: str  # canary 1
-    kubeconfig: str  # the service account's, through the proxy
-    proxy: ApiProxy
-    core: client.CoreV1Api
-    custom: client.CustomObjectsApi
-    home: Path
+class Tenant(tenants.Tenant):
+    """The service account's tenant (``token``: canary 2; ``kubeconfig`` through the recording proxy) and
+    the Ray token-auth Secret's token."""
+
+    dashboard_token: str = ""  # canary 1
 
 
 @dataclass
@@ -88,69 +84,33 @@ class Run:
 
 @pytest.fixture(scope="module")
 def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
-    admin = kube_control_plane.api_client()
-    core = client.CoreV1Api(admin)
-    namespace = f"flyray-sec-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace}})
-    proxy = kube_control_plane.api_proxy().start()
-    try:
-        token = grant_provider_role(admin, namespace)
+    workdir = tmp_path_factory.mktemp("sec")
+    with provider_tenant(kube_control_plane, workdir, "flyray-sec", through_proxy=True) as base:
         dashboard_token = f"flyray-canary-{uuid.uuid4()}"
-        core.create_namespaced_secret(
-            namespace,
+        base.core.create_namespaced_secret(
+            base.namespace,
             {
                 "metadata": {"name": TOKEN_SECRET},
                 "data": {"auth_token": base64.b64encode(dashboard_token.encode()).decode()},
             },
         )
-        home = tmp_path_factory.mktemp("sec")
-        yield Tenant(
-            namespace=namespace,
-            token=token,
-            dashboard_token=dashboard_token,
-            kubeconfig=write_kubeconfig(home / "sa.kubeconfig", proxy.url, None, token, namespace),
-            proxy=proxy,
-            core=core,
-            custom=client.CustomObjectsApi(admin),
-            home=home,
-        )
-    finally:
-        proxy.stop()
-        core.delete_namespace(namespace)
-
-
-def connection(extra: dict[str, Any]) -> str:
-    return json.dumps({"conn_type": "flyray", "extra": extra})
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        yield Tenant(**fields, dashboard_token=dashboard_token)
 
 
 @pytest.fixture(scope="module")
 def stack(tenant, tmp_path_factory) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow-sec")
-    dags = home / "dags"
-    dags.mkdir()
-    shutil.copy(DAGS, dags / DAGS.name)
-    pod = {"kube_config_path": tenant.kubeconfig, "namespace": tenant.namespace, "dashboard_access": "pod"}
     env = {
-        "AIRFLOW_CONN_RAY_SEC": connection({**pod, "dashboard_token": tenant.dashboard_token}),
-        "AIRFLOW_CONN_RAY_SEC_WRONG": connection({**pod, "dashboard_token": f"wrong-{uuid.uuid4()}"}),
-        "AIRFLOW_CONN_RAY_SEC_PROXY": connection(
-            {
-                "kube_config_path": tenant.kubeconfig,
-                "namespace": "default",
-                "dashboard_access": "proxy",
-                "dashboard_token": tenant.dashboard_token,
-            }
-        ),
+        "AIRFLOW_CONN_RAY_SEC": tenant.conn("pod", dashboard_token=tenant.dashboard_token),
+        "AIRFLOW_CONN_RAY_SEC_WRONG": tenant.conn("pod", dashboard_token=f"wrong-{uuid.uuid4()}"),
+        "AIRFLOW_CONN_RAY_SEC_PROXY": tenant.conn("proxy", namespace="default", dashboard_token=tenant.dashboard_token),
         "FLYRAY_SEC_NAMESPACE": tenant.namespace,
         # No masking of connection fields: a canary the provider logged would show in clear.
         "AIRFLOW__CORE__HIDE_SENSITIVE_VAR_CONN_FIELDS": "False",
     }
-    stack = AirflowStack(home=home, dags_folder=dags, extra_env=env)
-    stack.start()
-    try:
+    with airflow_stack(home, [DAGS], env) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 def airflow_db(stack: AirflowStack) -> sqlite3.Connection:
@@ -187,10 +147,10 @@ def run_dag(stack: AirflowStack, tenant: Tenant, dag_id: str, timeout: float = 3
                 if kwargs not in seen:
                     seen.add(kwargs)
                     result.triggers.append((classpath, kwargs))
-        clusters = observe.managed_clusters(tenant.custom, tenant.namespace, f"dag_id={dag_id}")
+        clusters = leftovers.managed_clusters(tenant.custom, tenant.namespace, f"dag_id={dag_id}")
         if clusters:
             result.cluster = clusters[0]["metadata"]["name"]
-            pod = observe.head_pod(tenant.core, tenant.namespace, result.cluster)
+            pod = leftovers.head_pod(tenant.core, tenant.namespace, result.cluster)
             if not result.probe and pod is not None and pod.status.pod_ip:
                 with contextlib.suppress(OSError):
                     result.probe = probe_auth(pod.status.pod_ip, tenant.dashboard_token)
@@ -208,7 +168,7 @@ def run_dag(stack: AirflowStack, tenant: Tenant, dag_id: str, timeout: float = 3
 def runs(stack, tenant) -> Iterator[dict[str, Run]]:
     """The three runs every row looks at, one after the other (2 shared cores): right token (pod IP),
     wrong token, right token through the API server's service proxy."""
-    with observe.JobCounter(
+    with JobCounter(
         tenant.core, tenant.custom, tenant.namespace, headers={"Authorization": f"Bearer {tenant.dashboard_token}"}
     ) as counter:
         out = {
@@ -230,7 +190,7 @@ def test_token_auth_end_to_end(runs, tenant, scenario):
         "proxy: X-Ray-Authorization); a wrong one fails the task naming 403 and dashboard_token; nothing left"
     )
     ok, wrong, proxied = runs["sec_token_ok"], runs["sec_token_wrong"], runs["sec_token_proxy"]
-    leaks = observe.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=60)
+    leaks = leftovers.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=60)
     scenario.leaks = leaks
     scenario.jobs = sum(r.probe.get("jobs", 0) for r in runs.values())
     failure = next((line for line in wrong.log.splitlines() if "HTTP 403" in line), "")
@@ -443,21 +403,9 @@ print("RAYCLUSTERS", RayClusterHook("ray_sec_kube_ca").list_clusters(sys.argv[1]
 
 
 def trigger_event(conn_id: str, ref: ClusterRef, entrypoint: str, timeout: float = 120) -> dict[str, Any]:
-    trigger = RayJobTrigger(
-        ray_conn_id=conn_id,
-        cluster=ref.to_dict(),
-        submission=JobSubmission(f"sec-tls-{uuid.uuid4().hex[:8]}", entrypoint).to_dict(),
-        owner_key=f"sec|tls|{uuid.uuid4().hex}|-1",
-        poll_interval=1,
-        startup_deadline=time.time() + 60,
-    )
-
-    async def first() -> dict[str, Any]:
-        async for event in trigger.run():
-            return dict(event.payload)
-        raise AssertionError("no event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
+    """A job of a task of its own (owner key ``sec|tls|<hex>|-1``), the cluster given 60 s to answer."""
+    identity = TaskIdentity("sec", "tls", uuid.uuid4().hex)
+    return run_trigger(conn_id, ref, identity, entrypoint, timeout=timeout, startup_timeout=60)
 
 
 @pytest.mark.scenario("S3", "TLS verification on unless turned off")
@@ -468,14 +416,14 @@ def test_tls_is_verified_unless_turned_off(tenant, scenario, monkeypatch, tmp_pa
         "fails at once naming the certificate and disable_verify_ssl, worker and triggerer alike"
     )
     cert, key = self_signed(tmp_path, "dashboard")
-    monkeypatch.setenv("AIRFLOW_CONN_RAY_SEC_TLS", connection({}))
-    monkeypatch.setenv("AIRFLOW_CONN_RAY_SEC_TLS_OFF", connection({"verify_tls": False}))
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_SEC_TLS", flyray_conn())
+    monkeypatch.setenv("AIRFLOW_CONN_RAY_SEC_TLS_OFF", flyray_conn(verify_tls=False))
     head = start_local_cluster(f"sec-tls-{uuid.uuid4().hex[:6]}", num_cpus=1, object_store_memory=100_000_000)
     try:
         wait_for_dashboard(head.address)
         upstream_port = int(head.address.rsplit(":", 1)[1])
         with TlsTerminator(upstream_port, cert, key) as tls:
-            ref = ClusterRef(Backend.ADDRESS, name="address", address=f"https://127.0.0.1:{tls.port}")
+            ref = AddressBackend.ref_for(f"https://127.0.0.1:{tls.port}")
             started = time.monotonic()
             refused = trigger_event("ray_sec_tls", ref, "echo never")
             refused_after = time.monotonic() - started
@@ -490,18 +438,16 @@ def test_tls_is_verified_unless_turned_off(tenant, scenario, monkeypatch, tmp_pa
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_RAY_SEC_KUBE_CA",
-        connection({"kube_config_path": str(kubeconfig), "namespace": tenant.namespace}),
+        flyray_conn(kube_config_path=str(kubeconfig), namespace=tenant.namespace),
     )
     started = time.monotonic()
     with pytest.raises(TLSVerificationError) as kube_refused:
         RayClusterHook("ray_sec_kube_ca").list_clusters(tenant.namespace, "")
     kube_after = time.monotonic() - started
-    ref = ClusterRef(Backend.KUBERNETES, name="sec-tls-nothing", namespace=tenant.namespace, owned=True)
+    ref = ClusterRef("raycluster", name="sec-tls-nothing", namespace=tenant.namespace, owned=True)
     trigger_refused = trigger_event("ray_sec_kube_ca", ref, "echo never", timeout=60)
     # The opt-out, in a subprocess: KubernetesHook turns verification off process-wide.
-    opt_out = connection(
-        {"kube_config_path": str(kubeconfig), "namespace": tenant.namespace, "disable_verify_ssl": True}
-    )
+    opt_out = flyray_conn(kube_config_path=str(kubeconfig), namespace=tenant.namespace, disable_verify_ssl=True)
     listed = subprocess.run(
         [sys.executable, "-c", LIST_CLUSTERS, tenant.namespace],
         capture_output=True,
@@ -526,5 +472,5 @@ def test_tls_is_verified_unless_turned_off(tenant, scenario, monkeypatch, tmp_pa
     assert kube_after < 10, kube_after
     assert trigger_refused["status"] == "error" and "disable_verify_ssl" in trigger_refused["reason"], trigger_refused
     assert listed.returncode == 0 and "RAYCLUSTERS []" in listed.stdout, listed.stdout[-2000:] + listed.stderr[-2000:]
-    scenario.leaks = observe.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=10)
+    scenario.leaks = leftovers.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=10)
     assert not scenario.leaks

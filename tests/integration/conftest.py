@@ -1,36 +1,13 @@
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from airflow_provider_flyray.cluster import Backend, ClusterRef
-from airflow_provider_flyray.hooks.local_ray import local_cluster_pids, start_local_cluster, stop_local_cluster
-
-
-def wait_for_dashboard(url: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url + "/api/version", timeout=2).read()
-            return
-        except Exception:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def rest(url: str, method: str = "GET", body: dict | None = None) -> dict | list:
-    request = urllib.request.Request(
-        url,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-    )
-    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+from airflow_provider_flyray.backends.address import AddressBackend
+from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster, stop_local_cluster
+from airflow_provider_flyray.cluster import ClusterRef
+from tests.support.waits import wait_for_dashboard
 
 
 @pytest.fixture(scope="module")
@@ -48,4 +25,4 @@ def local_head() -> Iterator[ClusterRef]:
 @pytest.fixture
 def address_ref(local_head: ClusterRef) -> ClusterRef:
     """The shared head used as an existing Ray address (not owned: tests can't delete it)."""
-    return ClusterRef(Backend.ADDRESS, name="address", address=local_head.address)
+    return AddressBackend.ref_for(local_head.address)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO
-from tests.stack import local_ray_pids
+from tests.support.airflow_runs import dags_test, home_with_test_dags
+from tests.support.leftovers import local_ray_pids
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ray]
 
@@ -28,28 +26,10 @@ def no_new_local_ray_processes():
         time.sleep(0.5)
 
 
-def dags_test(dag_id: str, env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "airflow", "dags", "test", dag_id],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-    return result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def test_dags_home(tmp_path_factory) -> dict[str, str]:
     """A second AIRFLOW_HOME whose dags folder holds tests/dags (DAGs that fail on purpose)."""
-    home = tmp_path_factory.mktemp("airflow-test-dags")
-    dags = home / "dags"
-    shutil.copytree(REPO / "tests" / "dags", dags)
-    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags)}
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env={**os.environ, **env}
-    )
-    return env
+    return home_with_test_dags(tmp_path_factory.mktemp("airflow-test-dags"))
 
 
 def test_readme_demo_dag(airflow_db):

@@ -16,7 +16,7 @@ import sys
 import time
 import tomllib
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 SCRIPT = REPO / "docker" / "install-provider.sh"
 

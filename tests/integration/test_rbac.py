@@ -9,41 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from kubernetes import client, config, utils
+from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
-from airflow_provider_flyray.cluster import Backend, ClusterRef
-from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig
-from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook, proxy_dashboard_url
+from airflow_provider_flyray.backends.raycluster import proxy_dashboard_url
+from airflow_provider_flyray.cluster import ClusterRef
+from airflow_provider_flyray.config import RayJobConfig
+from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.manifest import task_cluster_manifest
 from airflow_provider_flyray.naming import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     TaskIdentity,
 )
-from tests.conftest import REPO
-from tests.integration.test_kuberay import create_cluster, run_trigger
+from tests.support import REPO
+from tests.support.leftovers import clusters_in, wait_until_empty
+from tests.support.ray_jobs import SMALL_HEAD, create_cluster, run_trigger
+from tests.support.tenants import Tenant, provider_tenant
 
 pytestmark = [pytest.mark.kube]
 
-RBAC = REPO / "docker" / "rbac.yaml"
 TOKEN_AUTH_RBAC = REPO / "docker" / "rbac-token-auth.yaml"
-SERVICE_ACCOUNT = "airflow-flyray"
-SMALL_HEAD = HeadNodeConfig(
-    requests={"cpu": "1", "memory": "1Gi"}, ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}
-)
 
-# (apiGroup, resource, verb): every Kubernetes call in airflow_provider_flyray/hooks/ray_cluster.py.
+# (apiGroup, resource, verb): every Kubernetes call in airflow_provider_flyray/core/kube.py.
 EXPECTED_RULES = {
     *{("ray.io", "rayclusters", verb) for verb in ("create", "get", "list", "watch", "delete")},
     *{("", "pods", verb) for verb in ("get", "list", "watch")},
@@ -56,128 +50,19 @@ EXPECTED_RULES = {
 DEFAULT_GROUPS = {"authorization.k8s.io", "authentication.k8s.io"}
 
 
-@dataclass
-class Tenant:
-    namespace: str  # where docker/rbac.yaml is applied and the RayClusters live
-    other: str  # a namespace the service account has no Role in
-    kubeconfig: str  # the service account's kubeconfig (token only)
-    token: str
-    ca_file: str
-    server: str
-    admin: client.ApiClient
-    sa: client.ApiClient
-
-    @property
-    def user(self) -> str:
-        return f"system:serviceaccount:{self.namespace}:{SERVICE_ACCOUNT}"
-
-
-def mint_token(core: client.CoreV1Api, namespace: str, seconds: int = 3600) -> str:
-    """A bound service-account token from the TokenRequest API (audience: the API server's)."""
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
-    )
-    deadline = time.time() + 30
-    while True:
-        try:
-            return core.create_namespaced_service_account_token(SERVICE_ACCOUNT, namespace, request).status.token
-        except ApiException as exc:  # the ServiceAccount is created by the apply just before
-            if exc.status != 404 or time.time() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def wait_for_binding(admin: client.ApiClient, namespace: str, timeout: float = 15) -> None:
-    """The RBAC authorizer reads Roles through an informer: wait until it has seen the new binding."""
-    review = client.V1SubjectAccessReview(
-        spec=client.V1SubjectAccessReviewSpec(
-            user=f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
-            resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace, group="ray.io", resource="rayclusters", verb="create"
-            ),
-        )
-    )
-    deadline = time.time() + timeout
-    while not client.AuthorizationV1Api(admin).create_subject_access_review(review).status.allowed:
-        assert time.time() < deadline, "the RoleBinding of docker/rbac.yaml never took effect"
-        time.sleep(0.2)
-
-
-def grant_provider_role(admin: client.ApiClient, namespace: str, seconds: int = 3600) -> str:
-    """docker/rbac.yaml applied in ``namespace`` (as `kubectl -n NAMESPACE apply -f`: the manifest names no
-    namespace); returns a token of its ServiceAccount once the authorizer honours the binding."""
-    utils.create_from_yaml(admin, str(RBAC), namespace=namespace)
-    token = mint_token(client.CoreV1Api(admin), namespace, seconds=seconds)
-    wait_for_binding(admin, namespace)
-    return token
-
-
-def write_kubeconfig(path: Path, server: str, ca_file: str | None, token: str, namespace: str) -> str:
-    """A kubeconfig holding only ``token``; ``ca_file`` None for a plain-HTTP ``server`` (a loopback proxy)."""
-    cluster = {"server": server} if ca_file is None else {"server": server, "certificate-authority": ca_file}
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "flyray", "cluster": cluster}],
-                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": SERVICE_ACCOUNT,
-                        "context": {"cluster": "flyray", "user": SERVICE_ACCOUNT, "namespace": namespace},
-                    }
-                ],
-                "current-context": SERVICE_ACCOUNT,
-            }
-        )
-    )
-    path.chmod(0o600)
-    return str(path)
-
-
-def flyray_conn(kubeconfig: str, namespace: str, dashboard_access: str) -> str:
-    extra = {"kube_config_path": kubeconfig, "namespace": namespace, "dashboard_access": dashboard_access}
-    return json.dumps({"conn_type": "flyray", "extra": extra})
-
-
 @pytest.fixture(scope="module")
 def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
     """docker/rbac.yaml applied in a fresh namespace, a second namespace without it, the service
     account's kubeconfig, and its connections: `ray_rbac_proxy` (dashboard through the API server's
     service proxy), `ray_rbac_pod` (head pod IP) and `ray_rbac_other` (the namespace without a Role)."""
-    admin = kube_control_plane.api_client()
-    core = client.CoreV1Api(admin)
-    suffix = uuid.uuid4().hex[:6]
-    namespace, other = f"flyray-rbac-{suffix}", f"flyray-rbac-other-{suffix}"
-    for name in (namespace, other):
-        core.create_namespace({"metadata": {"name": name}})
-    try:
-        token = grant_provider_role(admin, namespace)
-        kubeconfig = write_kubeconfig(
-            tmp_path_factory.mktemp("rbac") / "airflow-flyray.kubeconfig",
-            kube_control_plane.server,
-            kube_control_plane.ca_file,
-            token,
-            namespace,
-        )
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("AIRFLOW_CONN_RAY_RBAC_PROXY", flyray_conn(kubeconfig, namespace, "proxy"))
-            mp.setenv("AIRFLOW_CONN_RAY_RBAC_POD", flyray_conn(kubeconfig, namespace, "pod"))
-            mp.setenv("AIRFLOW_CONN_RAY_RBAC_OTHER", flyray_conn(kubeconfig, other, "proxy"))
-            yield Tenant(
-                namespace=namespace,
-                other=other,
-                kubeconfig=kubeconfig,
-                token=token,
-                ca_file=kube_control_plane.ca_file,
-                server=kube_control_plane.server,
-                admin=admin,
-                sa=config.new_client_from_config(kubeconfig),
-            )
-    finally:
-        for name in (namespace, other):
-            core.delete_namespace(name)
+    with (
+        provider_tenant(kube_control_plane, tmp_path_factory.mktemp("rbac"), "flyray-rbac", other=True) as tenant,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setenv("AIRFLOW_CONN_RAY_RBAC_PROXY", tenant.conn("proxy"))
+        mp.setenv("AIRFLOW_CONN_RAY_RBAC_POD", tenant.conn("pod"))
+        mp.setenv("AIRFLOW_CONN_RAY_RBAC_OTHER", tenant.conn("proxy", namespace=tenant.other))
+        yield tenant
 
 
 def forbidden(call) -> ApiException:
@@ -185,23 +70,6 @@ def forbidden(call) -> ApiException:
         call()
     assert info.value.status == 403, f"expected 403, got {info.value.status}: {info.value.body}"
     return info.value
-
-
-def clusters_in(tenant: Tenant, namespace: str) -> list[dict]:
-    custom = client.CustomObjectsApi(tenant.admin)
-    return custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")["items"]
-
-
-def wait_until_empty(tenant: Tenant, namespace: str, timeout: float = 90) -> None:
-    core = client.CoreV1Api(tenant.admin)
-    deadline = time.time() + timeout
-    while True:
-        pods = core.list_namespaced_pod(namespace).items
-        clusters = clusters_in(tenant, namespace)
-        if not pods and not clusters:
-            return
-        assert time.time() < deadline, f"left behind: {[p.metadata.name for p in pods]}, {clusters}"
-        time.sleep(1)
 
 
 def granted_rules(tenant: Tenant, namespace: str) -> set[tuple[str, str, str]]:
@@ -246,8 +114,10 @@ def end_to_end(tenant: Tenant, conn_id: str, check_cluster=None) -> None:
         # The startup-failure path (pods, events) works as the service account too.
         async def failure_details() -> tuple[list, list]:
             async with hook.async_session() as session:
-                pods = await session.list_pods(ref)
-                return pods, await session.list_events(ref, pods)
+                kube = await session.kube()
+                pods = await kube.list_pods(ref.namespace, ref.name)
+                names = {ref.name} | {p["metadata"]["name"] for p in pods}
+                return pods, await kube.list_events(ref.namespace, names)
 
         pods, events = asyncio.run(failure_details())
         assert pods, "the head pod is listed"
@@ -256,7 +126,7 @@ def end_to_end(tenant: Tenant, conn_id: str, check_cluster=None) -> None:
             check_cluster(ref)
     finally:
         assert hook.delete_cluster(ref, identity.task_key)
-    wait_until_empty(tenant, ns)
+    wait_until_empty(tenant.core, tenant.custom, ns, timeout=90)
     assert hook.list_clusters(ns, f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}") == []
 
 
@@ -304,14 +174,14 @@ def test_a_namespace_outside_the_role_is_refused_clearly(tenant):
     assert not ok and "403" in message and other in message, message
 
     # The trigger (async client) reports the refusal as its event instead of waiting for a cluster.
-    ref = ClusterRef(Backend.KUBERNETES, name=manifest["metadata"]["name"], namespace=other, owned=True)
+    ref = ClusterRef("raycluster", name=manifest["metadata"]["name"], namespace=other, owned=True)
     started = time.time()
     event = run_trigger("ray_rbac_other", ref, identity, "echo never", timeout=60)
     assert event["status"] == "error", event
     assert "PermissionError" in event["reason"] and "Kubernetes refused (403)" in event["reason"], event
     assert f'in the namespace "{other}"' in event["reason"], event
     assert time.time() - started < 30
-    assert clusters_in(tenant, other) == []
+    assert clusters_in(tenant.custom, other) == []
 
 
 def test_the_service_account_cannot_do_anything_else(tenant):
@@ -359,13 +229,13 @@ def test_token_auth_secret_needs_the_optional_role(tenant):
     )
     hook = RayClusterHook("ray_rbac_proxy")
     with pytest.raises(PermissionError, match=rf"read Secret {ns}/ray-token: Kubernetes refused \(403\)"):
-        hook._secret_token("ray-token", ns)
+        hook.read_token_secret("ray-token", ns)
     created = utils.create_from_yaml(tenant.admin, str(TOKEN_AUTH_RBAC), namespace=ns)
     try:
         deadline = time.time() + 10  # the RBAC authorizer's informer catches up within moments
         while True:
             try:
-                assert hook._secret_token("ray-token", ns) == "s3cret"
+                assert hook.read_token_secret("ray-token", ns) == "s3cret"
                 break
             except PermissionError:
                 if time.time() > deadline:

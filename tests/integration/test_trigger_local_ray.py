@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
+from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster
 from airflow_provider_flyray.cluster import ClusterRef
-from airflow_provider_flyray.hooks.local_ray import local_cluster_pids, start_local_cluster
 from airflow_provider_flyray.jobs_api import JobSubmission
 from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submission_id_for
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
-from tests.integration.conftest import rest
+from tests.support.ray_jobs import first_event, rest, run_to_event
 
 pytestmark = pytest.mark.ray
 
@@ -32,16 +32,6 @@ def make_trigger(
         owner_key=identity.task_key,
         **kwargs,
     )
-
-
-async def first_event(trigger: RayJobTrigger) -> dict:
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise AssertionError("no event")
-
-
-def run(trigger: RayJobTrigger, timeout: float = 120) -> dict:
-    return asyncio.run(asyncio.wait_for(first_event(trigger), timeout))
 
 
 def jobs_with_key(ref: ClusterRef, task_key: str) -> list[dict]:
@@ -62,7 +52,7 @@ def trigger_logs(capsys):
 
 def test_job_succeeds_and_its_lines_reach_the_task_log(address_ref, trigger_logs):
     trigger = make_trigger(address_ref, "python -c \"print('line one'); print('line two')\"")
-    event = run(trigger)
+    event = run_to_event(trigger)
     assert event["status"] == "success" and event["job_status"] == "SUCCEEDED"
     assert event["driver_exit_code"] == 0
     assert "line two" in event["log_tail"]
@@ -75,7 +65,7 @@ def test_job_succeeds_and_its_lines_reach_the_task_log(address_ref, trigger_logs
 
 
 def test_failed_job_reports_exit_code_and_last_lines(address_ref):
-    event = run(make_trigger(address_ref, "python -c \"print('about to fail'); raise SystemExit(3)\""))
+    event = run_to_event(make_trigger(address_ref, "python -c \"print('about to fail'); raise SystemExit(3)\""))
     assert event["status"] == "failed" and event["job_status"] == "FAILED"
     assert event["driver_exit_code"] == 3
     assert "about to fail" in event["log_tail"]
@@ -96,7 +86,7 @@ def test_restarted_trigger_follows_the_same_job(address_ref):
 
     asyncio.run(start_then_cancel())
     again = RayJobTrigger(**first.serialize()[1])
-    event = run(again)
+    event = run_to_event(again)
     assert event["status"] == "success"
     jobs = jobs_with_key(address_ref, first.owner_key)
     assert [j["submission_id"] for j in jobs] == [first.job.submission_id]
@@ -107,7 +97,7 @@ def test_retry_adopts_the_running_job_of_an_earlier_try(address_ref):
     earlier = make_trigger(address_ref, "sleep 3; echo from-try-1", key=key, try_number=1)
     rest(address_ref.address + "/api/jobs/", "POST", earlier.job.body())
     retry = make_trigger(address_ref, "echo from-try-2", key=key, try_number=2)
-    event = run(retry)
+    event = run_to_event(retry)
     assert event["status"] == "success"
     assert event["submission_id"] == earlier.job.submission_id
     assert "from-try-1" in event["log_tail"]
@@ -116,15 +106,15 @@ def test_retry_adopts_the_running_job_of_an_earlier_try(address_ref):
 
 def test_retry_after_a_finished_try_submits_its_own_job(address_ref):
     key = uuid.uuid4().hex
-    assert run(make_trigger(address_ref, "exit 1", key=key, try_number=1))["status"] == "failed"
-    event = run(make_trigger(address_ref, "echo second", key=key, try_number=2))
+    assert run_to_event(make_trigger(address_ref, "exit 1", key=key, try_number=1))["status"] == "failed"
+    event = run_to_event(make_trigger(address_ref, "echo second", key=key, try_number=2))
     assert event["status"] == "success" and event["submission_id"].endswith("-try2")
 
 
 def test_execution_deadline_stops_the_job(address_ref):
     trigger = make_trigger(address_ref, "sleep 120", deadline=time.time() + 6)
     started = time.time()
-    event = run(trigger)
+    event = run_to_event(trigger)
     assert event["status"] == "timeout" and "execution_timeout" in event["reason"]
     assert time.time() - started < 20
     deadline = time.time() + 20
@@ -175,11 +165,11 @@ def test_trigger_never_blocks_the_event_loop(address_ref):
 
 def test_local_backend_start_run_and_stop_leave_no_process():
     """An owned local cluster: the trigger waits for its head; stopping kills even detached drivers."""
-    from airflow_provider_flyray.hooks.local_ray import stop_local_cluster
+    from airflow_provider_flyray.backends.local_process import stop_local_cluster
 
     ref = start_local_cluster("own-head", num_cpus=1, object_store_memory=100_000_000)
     try:
-        event = run(make_trigger(ref, "python -c \"print('local ok')\""))
+        event = run_to_event(make_trigger(ref, "python -c \"print('local ok')\""))
         assert event["status"] == "success" and "local ok" in event["log_tail"]
         # A job that leaves a process in a session of its own (Ray's drivers run like that).
         rest(
@@ -201,9 +191,9 @@ def test_local_backend_start_run_and_stop_leave_no_process():
 def test_local_head_that_cannot_start_fails_with_its_output():
     ref = start_local_cluster("bad-head", num_cpus=-1)  # `ray start` refuses a negative CPU count
     try:
-        event = run(make_trigger(ref, "echo never"), timeout=60)
+        event = run_to_event(make_trigger(ref, "echo never"), timeout=60)
     finally:
-        from airflow_provider_flyray.hooks.local_ray import stop_local_cluster
+        from airflow_provider_flyray.backends.local_process import stop_local_cluster
 
         stop_local_cluster(ref)
     assert event["status"] in ("failed", "error")

@@ -1,5 +1,5 @@
-"""Acceptance tests of the local control plane (real kube-apiserver, kube-controller-manager,
-KubeRay operator; pods run as processes by the node agent)."""
+"""Acceptance tests of the local control plane (tests/infra/kube: real kube-apiserver,
+kube-controller-manager, KubeRay operator; pods run as processes by the node agent)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uuid
 import pytest
 from kubernetes import client
 
-from . import paths
+from tests.infra.kube import paths
 
 pytestmark = pytest.mark.kube
 
@@ -162,7 +162,7 @@ def run_job(base: str, entrypoint: str, ctx=None, timeout: float = 180) -> tuple
 
 
 def netns_of_pods(pods) -> list[str]:
-    ids = {paths.NETNS_PREFIX + p.metadata.uid.replace("-", "")[:8] for p in pods}
+    ids = {paths.NETNS_PREFIX + paths.pod_id(p.metadata.uid) for p in pods}
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     names = [line.split()[0] for line in out.splitlines() if line.split()]
     return [n for n in names if n in ids]
@@ -170,7 +170,7 @@ def netns_of_pods(pods) -> list[str]:
 
 def processes_of_pods(pods) -> list[int]:
     """PIDs whose environment or cwd points into the pods' work dirs."""
-    dirs = [str(paths.state("pods", p.metadata.uid.replace("-", "")[:8])) for p in pods]
+    dirs = [str(paths.state("pods", paths.pod_id(p.metadata.uid))) for p in pods]
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -464,7 +464,7 @@ def test_plain_pods_env_clusterip_and_phases(k, ns):
         return p if p.status.phase in ("Succeeded", "Failed") else None
 
     cli = wait_for("echo-client finished", lambda: phase("echo-client"), 60)
-    logf = paths.state("pods", cli.metadata.uid.replace("-", "")[:8], "logs", "cli.log")
+    logf = paths.state("pods", paths.pod_id(cli.metadata.uid), "logs", "cli.log")
     assert cli.status.phase == "Succeeded", (cli.status, logf.read_text() if logf.exists() else "")
     assert cli.status.container_statuses[0].state.terminated.reason == "Completed"
     f = wait_for("failing pod finished", lambda: phase("failing"), 60)

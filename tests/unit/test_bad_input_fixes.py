@@ -67,20 +67,23 @@ def test_missing_kubeconfig_file_names_the_field(monkeypatch, tmp_path):
 
 
 def test_certificate_failures_are_recognised_and_never_retried():
+    # Both transports of the core are aiohttp (kubernetes_asyncio too): these are the errors they raise.
     import ssl
 
     import aiohttp
-    import requests
-    from urllib3.exceptions import MaxRetryError, SSLError
+    from aiohttp.client_reqrep import ConnectionKey
 
-    from airflow_provider_flyray.hooks.ray_cluster import dashboard_tls_error, tls_failure
+    from airflow_provider_flyray.core.errors import dashboard_tls_error, tls_failure
     from airflow_provider_flyray.jobs_api import DashboardEndpoint
 
     verify = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
-    wrapped = MaxRetryError(None, "/apis", reason=SSLError(verify))  # what the kubernetes client raises
+    key = ConnectionKey("ray.example.com", 443, True, True, None, None, None)
+    certificate = aiohttp.ClientConnectorCertificateError(key, verify)
+    assert "CERTIFICATE_VERIFY_FAILED" in (tls_failure(certificate) or "")
+    wrapped = OSError("connect failed")
+    wrapped.__cause__ = verify
     assert "CERTIFICATE_VERIFY_FAILED" in (tls_failure(wrapped) or "")
-    assert tls_failure(requests.exceptions.SSLError("bad cert")) == "bad cert"
-    assert tls_failure(MaxRetryError(None, "/apis", reason=ConnectionRefusedError())) is None
+    assert tls_failure(aiohttp.ClientConnectorError(key, ConnectionRefusedError())) is None
     assert tls_failure(aiohttp.ClientConnectionError("reset")) is None
-    error = dashboard_tls_error(DashboardEndpoint("https://ray.example.com"), requests.exceptions.SSLError("x"))
+    error = dashboard_tls_error(DashboardEndpoint("https://ray.example.com"), certificate)
     assert "https://ray.example.com" in str(error) and "verify_tls: false" in str(error)

@@ -5,21 +5,21 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_flyray import jobs_api
-from airflow_provider_flyray.cluster import Backend, ClusterRef
-from airflow_provider_flyray.config import OnFinishAction, RayJobConfig
-from airflow_provider_flyray.connection import DashboardAccess, browser_dashboard_url, parse_connection_extras
-from airflow_provider_flyray.errors import ConfigError
-from airflow_provider_flyray.hooks.ray_cluster import (
+from airflow_provider_flyray.backends.raycluster import (
     cluster_token_secret_name,
-    deletion_refusal,
     direct_dashboard_url,
     kube_auth_endpoint,
     proxy_dashboard_url,
-    token_headers,
 )
+from airflow_provider_flyray.cluster import ClusterRef
+from airflow_provider_flyray.config import OnFinishAction, RayJobConfig
+from airflow_provider_flyray.connection import DashboardAccess, browser_dashboard_url, parse_connection_extras
+from airflow_provider_flyray.errors import ConfigError
+from airflow_provider_flyray.jobs_api import token_headers
 from airflow_provider_flyray.operators.ray import Lifecycle, resolve_lifecycle
+from airflow_provider_flyray.owners import deletion_refusal
 
-REF = ClusterRef(Backend.KUBERNETES, name="c1", namespace="ml", owned=True)
+REF = ClusterRef("raycluster", name="c1", namespace="ml", owned=True)
 CLUSTER = {"status": {"head": {"podIP": "10.244.0.7"}, "endpoints": {"dashboard": "8265"}}, "spec": {}}
 
 
@@ -45,7 +45,7 @@ def test_bad_connection_fields(extras, field, words):
 
 def test_connection_defaults_and_repr_hides_the_token():
     settings = parse_connection_extras({"dashboard_token": "CANARY-123", "verify_tls": "false"})
-    assert settings.backend is Backend.KUBERNETES and settings.namespace == "default"
+    assert settings.backend == "kubernetes" and settings.namespace == "default"
     assert settings.dashboard_access is DashboardAccess.SERVICE and settings.verify_tls is False
     assert "CANARY" not in repr(settings)
 
@@ -173,5 +173,5 @@ def test_only_our_own_cluster_may_be_deleted():
     assert "not managed" in deletion_refusal(ours, REF, "other|t|r|-1")
     assert "not managed" in deletion_refusal({"metadata": {"labels": {}}}, REF, None)
     assert "no longer exists" in deletion_refusal(None, REF, "d|t|r|-1")
-    not_owned = ClusterRef(Backend.KUBERNETES, name="c1", namespace="ml", owned=False)
+    not_owned = ClusterRef("existing_raycluster", name="c1", namespace="ml", owned=False)
     assert "not created by this task" in deletion_refusal(ours, not_owned, "d|t|r|-1")

@@ -11,7 +11,7 @@ from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import DAG
 
 from airflow_provider_flyray import FlyteRayOperator, RayJobConfig, RayJobTrigger
-from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.jobs_api import JobSubmission
 
@@ -100,7 +100,7 @@ def test_extra_links_are_declared():
 
 
 def test_trigger_kwargs_round_trip_and_hold_no_credentials():
-    ref = ClusterRef(Backend.KUBERNETES, name="c", namespace="ns", owned=True)
+    ref = ClusterRef("raycluster", name="c", namespace="ns", owned=True)
     trigger = RayJobTrigger(
         ray_conn_id="ray_default",
         cluster=ref.to_dict(),

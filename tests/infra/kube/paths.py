@@ -6,8 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+from .. import REPO as REPO  # the checkout: on the node agent's PYTHONPATH
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
 
 K8S_VERSION = os.environ.get("FLYRAY_K8S_VERSION", "v1.35.4")
 ETCD_VERSION = "v3.6.5"  # the etcd server module k8s.io/kubernetes v1.35.4 itself lists
@@ -40,3 +41,9 @@ VENV_PYTHON = Path(os.environ.get("FLYRAY_KUBE_PYTHON", sys.executable))
 
 def state(*parts: str) -> Path:
     return STATE_DIR.joinpath(*parts)
+
+
+def pod_id(uid: str) -> str:
+    """The short id the node agent gives a pod: its netns is NETNS_PREFIX + id, the host end of its veth
+    VETH_PREFIX + id, its work dir state("pods", id)."""
+    return uid.replace("-", "")[:8]

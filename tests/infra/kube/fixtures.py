@@ -1,8 +1,12 @@
-"""pytest fixture for the local Kubernetes control plane (import into a conftest.py)."""
+"""The local Kubernetes control plane for a test session or a benchmark: ``ControlPlane`` (its address,
+CA, admin client, API proxies), ``session()`` (start it if it is down, stop it after only if started here)
+and the pytest fixture ``kube_control_plane`` (a pytest plugin: tests/conftest.py registers it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,12 +45,9 @@ class ControlPlane:
         return config.new_client_from_config(self.kubeconfig)
 
 
-@pytest.fixture(scope="session")
-def kube_control_plane():
-    """Start (or reuse) the control plane; stop it at session end if this fixture started it
-    (unless FLYRAY_KUBE_KEEP=1)."""
-    if os.geteuid() != 0:
-        pytest.skip("the flyray test control plane needs root (network namespaces)")
+@contextlib.contextmanager
+def session(*, keep: bool = False) -> Iterator[ControlPlane]:
+    """Start (or reuse) the control plane; stop it at the end if this call started it (unless ``keep``)."""
     from . import cluster
 
     already = cluster.is_up()
@@ -55,5 +56,15 @@ def kube_control_plane():
     try:
         yield cp
     finally:
-        if cp.started_here and os.environ.get("FLYRAY_KUBE_KEEP") != "1":
+        if cp.started_here and not keep:
             cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kube_control_plane() -> Iterator[ControlPlane]:
+    """Start (or reuse) the control plane; stop it at session end if this fixture started it
+    (unless FLYRAY_KUBE_KEEP=1)."""
+    if os.geteuid() != 0:
+        pytest.skip("the flyray test control plane needs root (network namespaces)")
+    with session(keep=os.environ.get("FLYRAY_KUBE_KEEP") == "1") as cp:
+        yield cp

@@ -18,6 +18,7 @@ from pathlib import Path
 from . import build, certs, net, paths
 
 COMPONENTS = ["etcd", "apiserver", "controller-manager", "operator", "agent"]  # start order
+AGENT_MODULE = f"{__package__}.agent"  # tests.infra.kube.agent, run with the checkout on PYTHONPATH
 
 
 def log(msg: str) -> None:
@@ -59,7 +60,7 @@ def _marker(name: str) -> str:
         "apiserver": " apiserver ",
         "controller-manager": " controller-manager ",
         "operator": "ray-operator",
-        "agent": "tests.kube.agent",
+        "agent": "kube.agent",  # tests.infra.kube.agent (tests.kube.agent before the move to tests/infra)
     }[name]
 
 
@@ -242,7 +243,7 @@ def _up(node_cpu: str | None, node_memory: str | None) -> str:
         agent_cmd = [
             str(paths.VENV_PYTHON),
             "-m",
-            "tests.kube.agent",
+            AGENT_MODULE,
             "--kubeconfig",
             str(kc),
             "--state",

@@ -1,4 +1,4 @@
-"""The local backend: a transient Ray head on this machine, bound to loopback, in its own process group.
+"""The local backend's processes: a transient Ray head on this machine, on loopback, in its own process group.
 
 It is the equivalent of Flyte's local execution: the same Jobs REST API path as a KubeRay cluster, with
 no Kubernetes at all. Every port is chosen free on 127.0.0.1 so several local clusters (mapped tasks)
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from airflow_provider_flyray.cluster import Backend, ClusterRef
+from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.errors import ClusterStartupError, ConfigError
 
 # Ray's own fixed-default ports that would collide between two local heads.
@@ -37,6 +37,7 @@ _PORT_FLAGS = (
 # `ray start --block` takes ~30 s to wind down on SIGTERM; a transient head has nothing worth saving.
 STOP_GRACE_SECONDS = 2.0
 CLUSTER_MARKER_ENV = "FLYRAY_LOCAL_CLUSTER"
+BACKEND_NAME = "local"
 LOCAL_DIR_PREFIX = "flyray-local-"
 
 
@@ -104,7 +105,7 @@ def start_local_cluster(
             args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
     return ClusterRef(
-        backend=Backend.LOCAL,
+        backend=BACKEND_NAME,
         name=name,
         owned=True,
         address=f"http://127.0.0.1:{ports['dashboard-port']}",
@@ -154,7 +155,7 @@ def local_startup_output(ref: ClusterRef, lines: int = 30) -> str:
 
 def stop_local_cluster(ref: ClusterRef, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM the head's process group, SIGKILL what is left after the grace period, remove its files."""
-    if ref.backend is not Backend.LOCAL or not ref.local_pgid:
+    if ref.backend != BACKEND_NAME or not ref.local_pgid:
         raise ClusterStartupError(f"{ref.describe()} is not a local cluster")
     pgid = ref.local_pgid
     with contextlib.suppress(ProcessLookupError):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.infra import REPO
+
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
@@ -52,6 +53,7 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    startup_seconds: float = 0.0  # what the last start() took
     _token: str | None = None
 
     @property
@@ -112,7 +114,8 @@ class AirflowStack:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Airflow API did not answer on {self.base_url}")
             time.sleep(0.5)
-        return time.monotonic() - started
+        self.startup_seconds = time.monotonic() - started
+        return self.startup_seconds
 
     def stop(self) -> None:
         for proc in self.processes.values():
@@ -204,7 +207,7 @@ class AirflowStack:
     def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"))
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600, poll: float = 1.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
             state = self.run_state(dag_id, run_id)
@@ -212,7 +215,7 @@ class AirflowStack:
                 return state
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} of {dag_id} still {state}")
-            time.sleep(1)
+            time.sleep(poll)
 
     def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links"))

@@ -1,4 +1,4 @@
-"""`python -m tests.stack demo`: the README demo. A real Airflow (api-server, scheduler, dag-processor,
+"""`python -m tests.infra.stack demo`: the README demo. A real Airflow (api-server, scheduler, dag-processor,
 triggerer) runs `example_flyray_local` on a transient local Ray cluster, then shows what happened.
 
 `--keep` leaves Airflow running afterwards so you can browse the UI (Ctrl-C stops everything).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.stack import REPO, AirflowStack
+from tests.infra.stack import REPO, AirflowStack
 
 
 def demo(keep: bool) -> int:
@@ -54,7 +54,7 @@ def demo(keep: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.stack")
+    parser = argparse.ArgumentParser(prog="python -m tests.infra.stack")
     sub = parser.add_subparsers(dest="command", required=True)
     demo_parser = sub.add_parser("demo", help="run the README demo")
     demo_parser.add_argument("--keep", action="store_true", help="leave Airflow running for the UI")

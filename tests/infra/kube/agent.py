@@ -1,6 +1,6 @@
 """Node agent: plays kubelet (and scheduler) for one Node of the test control plane.
 
-Run by ``python -m tests.kube up`` as ``python -m tests.kube.agent --kubeconfig K --state DIR``.
+Run by ``python -m tests.infra.kube up`` as ``python -m tests.infra.kube.agent --kubeconfig K --state DIR``.
 
 * registers Node ``flyray-node`` (cpu/memory/pods capacity) and keeps its Ready
   condition and its Lease fresh;
@@ -173,7 +173,7 @@ class PodRunner(threading.Thread):
         self.pod = pod
         md = pod["metadata"]
         self.ns, self.name, self.uid = md["namespace"], md["name"], md["uid"]
-        self.id = self.uid.replace("-", "")[:8]
+        self.id = paths.pod_id(self.uid)
         self.netns = paths.NETNS_PREFIX + self.id
         self.workdir = paths.state("pods", self.id)
         self.ip: str | None = None

@@ -1,4 +1,4 @@
-"""CLI: python -m tests.kube {build,up,down,status}"""
+"""CLI: python -m tests.infra.kube {build,up,down,status}"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tests.kube")
+    ap = argparse.ArgumentParser(prog="python -m tests.infra.kube")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or reuse cached) etcd/apiserver/kcm and the KubeRay operator")
     b.add_argument("--force", action="store_true")

@@ -193,7 +193,7 @@ def dag_file(case: Case | None) -> str:
     header = "# An airflow DAG file (the DagBag's safe mode parses only files that say so).\n"
     if case is None:
         return header + (
-            "import os\nfrom tests.faults.bad_inputs import run_dag\n"
+            "import os\nfrom tests.support.bad_inputs import run_dag\n"
             "dag = run_dag(os.environ.get('FLYRAY_BAD_OTHER_NS', 'default'))\n"
         )
-    return header + f"from tests.faults.bad_inputs import parse_dag\ndag = parse_dag({case.id!r})\n"
+    return header + f"from tests.support.bad_inputs import parse_dag\ndag = parse_dag({case.id!r})\n"

@@ -1,4 +1,4 @@
-"""What the fault matrix looks at from the outside: leftovers, and how many Ray jobs a task submitted.
+"""The Ray jobs a task submitted, counted on the clusters themselves.
 
 Jobs are counted on the cluster itself (the Jobs API of every managed head, polled from the host through
 the pod network), so the count includes anything a retry or a restarted triggerer might have submitted
@@ -17,56 +17,7 @@ from typing import Any
 
 from kubernetes import client
 
-from airflow_provider_flyray.naming import MANAGED_BY_LABEL
-from tests.kube import net, paths
-from tests.stack import local_ray_pids
-
-
-def managed_clusters(custom: client.CustomObjectsApi, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-    items = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters", label_selector=selector)
-    return [c for c in items["items"] if (c["metadata"].get("labels") or {}).get(MANAGED_BY_LABEL)]
-
-
-def head_pod(core: client.CoreV1Api, namespace: str, cluster: str) -> client.V1Pod | None:
-    pods = core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={cluster},ray.io/node-type=head").items
-    return pods[0] if pods else None
-
-
-def host_link_of(pod: client.V1Pod) -> str:
-    """The host end of a pod's veth on the test bridge (see tests/kube/net.py): cutting it cuts the pod off."""
-    return paths.VETH_PREFIX + pod.metadata.uid.replace("-", "")[:8]
-
-
-def set_link(name: str, up: bool) -> None:
-    net.ip("link", "set", name, "up" if up else "down")
-
-
-def netns_of(pod_uid: str) -> str:
-    """The network namespace the test node agent made for a pod (see tests/kube/agent.py)."""
-    return paths.NETNS_PREFIX + pod_uid.replace("-", "")[:8]
-
-
-def leftovers(
-    core: client.CoreV1Api,
-    custom: client.CustomObjectsApi,
-    namespace: str,
-    selector: str,
-    pod_uids: set[str] = frozenset(),  # type: ignore[assignment]
-    timeout: float = 60,
-) -> list[str]:
-    """What is still there after the task ended: RayClusters, pods, the network namespaces of the pods
-    that ran (``pod_uids``), local Ray processes. Waits up to ``timeout`` for graceful deletion to finish
-    before calling anything a leak."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [f"RayCluster {c['metadata']['name']}" for c in managed_clusters(custom, namespace, selector)]
-        found += [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
-        live_netns = set(net.list_netns())
-        found += [f"netns {netns_of(uid)}" for uid in sorted(pod_uids) if netns_of(uid) in live_netns]
-        found += [f"local Ray pid {pid}" for pid in local_ray_pids()]
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
+from tests.support.leftovers import head_pod, managed_clusters
 
 
 class JobCounter(threading.Thread):

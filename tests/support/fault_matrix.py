@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
+from tests.support import output_dir
 
 
 @dataclass
@@ -66,8 +66,7 @@ def markdown(rows: list[Scenario]) -> str:
 
 
 def write(rows: list[Scenario]) -> Path:
-    out = REPO / "test-output"
-    out.mkdir(exist_ok=True)
+    out = output_dir()
     ordered = sorted(rows, key=lambda r: _order(r.number))
     data = [{k: v for k, v in asdict(r).items() if not k.startswith("_")} for r in ordered]
     (out / "fault-matrix.json").write_text(json.dumps(data, indent=2, default=str))
@@ -90,5 +89,5 @@ def compact(data: list[dict[str, Any]], width: int = 110) -> str:
     return markdown(rows)
 
 
-if __name__ == "__main__":  # python -m tests.faults.matrix: the last run's table, for the README
-    print(compact(json.loads((REPO / "test-output" / "fault-matrix.json").read_text())))
+if __name__ == "__main__":  # python -m tests.support.fault_matrix: the last run's table, for the README
+    print(compact(json.loads((output_dir() / "fault-matrix.json").read_text())))

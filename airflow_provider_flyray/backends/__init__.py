@@ -1,0 +1,51 @@
+"""The ways of getting a Ray cluster, one module each, and the registry that picks one.
+
+========================  =====================================================================
+``address``               an existing Ray dashboard address: no Kubernetes, no lifecycle
+``existing_raycluster``   an existing RayCluster by name: never created or deleted
+``local``                 a Ray head on the Airflow machine (connection ``backend: local``)
+``raycluster``            a transient RayCluster per task instance (the default)
+========================  =====================================================================
+
+A request goes to the first registered backend that claims it, so the order below is the precedence
+of the operator's parameters. Adding a backend is one module implementing
+:class:`~airflow_provider_flyray.backends.base.ClusterBackend` and one :func:`register` line here.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_flyray.backends.address import AddressBackend
+from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
+from airflow_provider_flyray.backends.existing import ExistingRayClusterBackend
+from airflow_provider_flyray.backends.local import LocalBackend
+from airflow_provider_flyray.backends.transient import TransientRayClusterBackend
+from airflow_provider_flyray.cluster import ClusterRef
+
+_REGISTRY: dict[str, ClusterBackend] = {}
+
+
+def register(backend: ClusterBackend) -> None:
+    _REGISTRY[backend.name] = backend
+
+
+for _backend in (AddressBackend(), ExistingRayClusterBackend(), LocalBackend(), TransientRayClusterBackend()):
+    register(_backend)
+
+
+def select(request: ClusterRequest) -> ClusterBackend:
+    """The backend serving ``request`` (a ConfigError when the request contradicts itself)."""
+    for backend in _REGISTRY.values():
+        if backend.claims(request):
+            return backend
+    raise LookupError(f"no backend serves the connection backend {request.settings.backend!r}")
+
+
+def backend_for(ref: ClusterRef) -> ClusterBackend:
+    """The backend that made ``ref`` (and knows how to wait for, reach and release it)."""
+    try:
+        return _REGISTRY[ref.backend]
+    except KeyError:
+        raise LookupError(f"unknown cluster backend {ref.backend!r}; known: {sorted(_REGISTRY)}") from None
+
+
+__all__ = ["ClusterBackend", "ClusterRequest", "backend_for", "register", "select"]

@@ -1,0 +1,134 @@
+"""The Ray Jobs API over aiohttp: the requests of :mod:`~airflow_provider_flyray.jobs_api`, sent once.
+
+Every call takes the :class:`~airflow_provider_flyray.jobs_api.DashboardEndpoint` (where and with which
+credentials) built by the cluster's backend; nothing here knows about Kubernetes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from airflow_provider_flyray import jobs_api
+from airflow_provider_flyray.core.errors import dashboard_tls_error
+from airflow_provider_flyray.errors import RayJobsApiError
+from airflow_provider_flyray.jobs_api import ApiRequest, DashboardEndpoint, JobSubmission
+
+DASHBOARD_TIMEOUT = 30.0
+# A job status answers in milliseconds: a hung status call means the dashboard is unreachable, and
+# the trigger should find out (and retry) well before the general timeout.
+STATUS_TIMEOUT = 10.0
+VERSION_TIMEOUT = 5.0
+# A call bounded by a deadline still gets this long (a deadline already past must not make it 0).
+MIN_TIMEOUT = 0.1
+
+
+def interpret_response(status: int, text: str, what: str) -> Any:
+    """Decode a Jobs API answer or raise the matching error."""
+    if status >= 400:
+        raise jobs_api.error_for(status, text, what)
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError:
+        raise RayJobsApiError(f"{what}: the dashboard answered with non-JSON: {text[:200]!r}", status=status) from None
+
+
+class DashboardClient:
+    def __init__(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+
+    async def call(
+        self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: float = DASHBOARD_TIMEOUT
+    ) -> tuple[int, str]:
+        try:
+            async with self.http.request(
+                request.method,
+                endpoint.url(request.path),
+                json=request.json,
+                headers=endpoint.headers,
+                ssl=endpoint.ssl_context,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                return response.status, await response.text()
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise dashboard_tls_error(endpoint, exc) from None
+
+    async def version(self, endpoint: DashboardEndpoint, timeout: float = VERSION_TIMEOUT) -> dict[str, Any]:
+        status, text = await self.call(endpoint, jobs_api.version_request(), timeout=timeout)
+        return interpret_response(status, text, "dashboard version")
+
+    async def wait_until_answering(
+        self, endpoint: DashboardEndpoint, limit: float, startup_problem: Callable[[], Awaitable[str | None]]
+    ) -> tuple[str | None, str | None]:
+        """Ask for the version until it answers (``(None, None)``), ``startup_problem()`` names a reason
+        to stop (``(problem, None)``) or epoch ``limit`` passes (``(None, last error)``). A refused token
+        is raised at once."""
+        delay = 0.1
+        while True:
+            try:
+                await self.version(endpoint, timeout=min(VERSION_TIMEOUT, max(MIN_TIMEOUT, limit - time.time())))
+                return None, None
+            except (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError) as exc:
+                if isinstance(exc, RayJobsApiError) and exc.status in (401, 403):
+                    raise
+                last_error = f"{type(exc).__name__}: {exc}"
+            if (problem := await startup_problem()) is not None:
+                return problem, None
+            if time.time() >= limit:
+                return None, last_error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def get_job(
+        self, endpoint: DashboardEndpoint, submission_id: str, timeout: float = STATUS_TIMEOUT
+    ) -> dict[str, Any] | None:
+        status, text = await self.call(endpoint, jobs_api.get_job_request(submission_id), timeout=timeout)
+        if status == 404:
+            return None
+        return interpret_response(status, text, f"get Ray job {submission_id}")
+
+    async def submit_job(self, endpoint: DashboardEndpoint, submission: JobSubmission) -> str:
+        status, text = await self.call(endpoint, jobs_api.submit_request(submission))
+        if jobs_api.is_duplicate_submission(status, text):
+            return submission.submission_id
+        return str(interpret_response(status, text, "submit Ray job").get("submission_id", submission.submission_id))
+
+    async def list_jobs(self, endpoint: DashboardEndpoint) -> list[dict[str, Any]]:
+        status, text = await self.call(endpoint, jobs_api.list_jobs_request())
+        return list(interpret_response(status, text, "list Ray jobs"))
+
+    async def stop_job(
+        self, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
+    ) -> bool:
+        status, text = await self.call(endpoint, jobs_api.stop_request(submission_id), timeout=timeout)
+        if status == 404:
+            return False
+        return bool(interpret_response(status, text, f"stop Ray job {submission_id}").get("stopped"))
+
+    async def get_job_logs(
+        self, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
+    ) -> str:
+        status, text = await self.call(endpoint, jobs_api.logs_request(submission_id), timeout=timeout)
+        return str(interpret_response(status, text, f"logs of Ray job {submission_id}").get("logs", ""))
+
+    async def tail_job_logs(self, endpoint: DashboardEndpoint, submission_id: str) -> AsyncIterator[str]:
+        """Text chunks from the WebSocket log tail; ends when Ray closes it (normally: the job ended)."""
+        async with self.http.ws_connect(
+            endpoint.ws_url(jobs_api.tail_path(submission_id)),
+            headers=endpoint.headers,
+            ssl=endpoint.ssl_context,
+            # No pings: Ray's tail handler only writes, so its aiohttp server never answers a ping and a
+            # heartbeat would drop (and replay from the start) every tail of a job quiet for 45 s. A dead
+            # stream is noticed by the status checks instead, which re-open it.
+            heartbeat=None,
+        ) as ws:
+            async for message in ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    yield message.data
+                elif message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break

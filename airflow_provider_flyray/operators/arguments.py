@@ -1,0 +1,105 @@
+"""The operator's arguments, checked: pure functions that name the field and what is expected."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_provider_flyray.config import OnFinishAction, RayJobConfig, validate_runtime_env
+from airflow_provider_flyray.connection import check_http_url
+from airflow_provider_flyray.errors import ConfigError
+from airflow_provider_flyray.naming import check_cluster_name
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What happens to an owned cluster at the end, resolved from the operator and the Flyte fields."""
+
+    on_finish_action: OnFinishAction
+    keep_alive_seconds: int | None = None
+
+
+def resolve_lifecycle(explicit: str | OnFinishAction | None, config: RayJobConfig) -> Lifecycle:
+    """Map Flyte's ``shutdown_after_job_finishes``/``ttl_seconds_after_finished`` onto ``on_finish_action``."""
+    action = OnFinishAction.parse(explicit) if explicit is not None else None
+    if config.shutdown_after_job_finishes is False:
+        if action not in (None, OnFinishAction.KEEP_CLUSTER):
+            raise ConfigError(
+                "on_finish_action",
+                f"{action.value if action else ''!r} contradicts shutdown_after_job_finishes=False (keep the cluster)",
+            )
+        return Lifecycle(OnFinishAction.KEEP_CLUSTER)
+    if config.shutdown_after_job_finishes is True and action is OnFinishAction.KEEP_CLUSTER:
+        raise ConfigError(
+            "on_finish_action", "'keep_cluster' contradicts ray_job_config.shutdown_after_job_finishes=True"
+        )
+    if config.ttl_seconds_after_finished is not None:
+        if action is OnFinishAction.KEEP_CLUSTER:
+            raise ConfigError(
+                "on_finish_action", "'keep_cluster' contradicts ray_job_config.ttl_seconds_after_finished"
+            )
+        return Lifecycle(action or OnFinishAction.DELETE_CLUSTER, config.ttl_seconds_after_finished)
+    return Lifecycle(action or OnFinishAction.DELETE_CLUSTER)
+
+
+def check_number(name: str, value: Any, *, whole: bool = False) -> None:
+    if value is None:
+        return
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < 0:
+        raise ConfigError(name, f"expected a {'whole ' if whole else ''}number >= 0, got {value!r}")
+
+
+def check_seconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(name, f"expected seconds > 0, got {value!r}")
+
+
+def check_rendered_names(**names: Any) -> None:
+    """``None`` means unset; a value that rendered empty is an error, never a silent fallback (an
+    empty ``cluster_name`` or ``address`` would otherwise create a transient cluster instead)."""
+    for name, value in names.items():
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(name, f"rendered to {value!r}; give a value or leave it unset (None)")
+    if names.get("cluster_name") is not None:
+        check_cluster_name(names["cluster_name"])
+
+
+def rendered_runtime_env(own: Any, config: RayJobConfig) -> dict[str, Any] | None:
+    """The job's runtime_env: the operator's or the config's, never both."""
+    checked = validate_runtime_env(own, "runtime_env")
+    from_config = config.runtime_env
+    if isinstance(from_config, str):
+        raise ConfigError(
+            "ray_job_config.runtime_env", "expected a dict (templates belong in the operator's runtime_env)"
+        )
+    if checked is not None and from_config is not None:
+        raise ConfigError("runtime_env", "set on both the operator and ray_job_config; keep one of them")
+    return checked if checked is not None else from_config
+
+
+def rendered_metadata(metadata: Any) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ConfigError("metadata", "expected a dict of string to string")
+    reserved = sorted(k for k in metadata if k.startswith("airflow_"))
+    if reserved:
+        raise ConfigError("metadata", f"keys starting with 'airflow_' are reserved: {reserved}")
+    return dict(metadata)
+
+
+def existing_address(own: str | None, config: RayJobConfig, cluster_name: str | None) -> str | None:
+    """The Ray address the task names (``address=`` or ``RayJobConfig.address``), or None."""
+    own, from_config = own or None, config.address
+    if own and from_config and own.rstrip("/") != from_config.rstrip("/"):
+        raise ConfigError("address", f"{own!r} differs from ray_job_config.address {from_config!r}; set one")
+    address = own or from_config
+    if address is None:
+        return None
+    if cluster_name:
+        raise ConfigError("cluster_name", "set either cluster_name (a KubeRay cluster) or address, not both")
+    return check_http_url(address, "address")

@@ -1,0 +1,116 @@
+"""Following a running Ray job to its end: status checks, the log tail, the cluster's deletion watch.
+
+The log tail closing (Ray closes it 2-4 s after the job ends) is the early end signal; a status check
+confirms it, so a dropped stream never decides the job's state. Output does not wake the status check:
+a check per output chunk would make the requests grow with how much the jobs print instead of with the
+poll interval. A dashboard that stops answering is retried for ``unreachable_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from airflow_provider_flyray.backends import ClusterBackend
+from airflow_provider_flyray.cluster import ClusterRef
+from airflow_provider_flyray.core.dashboard import MIN_TIMEOUT, STATUS_TIMEOUT
+from airflow_provider_flyray.core.session import RaySession
+from airflow_provider_flyray.errors import ClusterGoneError, DashboardUnreachableError, RayJobsApiError
+from airflow_provider_flyray.jobs_api import DashboardEndpoint
+from airflow_provider_flyray.status import job_status_of
+from airflow_provider_flyray.triggers.job_logs import JobLogStream
+
+# A tail that keeps closing (dropped streams) never checks the status more than twice a second.
+MIN_STATUS_GAP = 0.5
+# While the dashboard is unreachable, it is retried at least this often.
+UNREACHABLE_RETRY = 2.0
+TRANSIENT_DASHBOARD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError)
+
+
+@dataclass
+class JobWait:
+    session: RaySession
+    backend: ClusterBackend
+    ref: ClusterRef
+    endpoint: DashboardEndpoint
+    submission_id: str
+    logs: JobLogStream | None  # None: the job's output is not shown
+    poll_interval: float
+    deadline: float | None
+    unreachable_timeout: float
+    log: logging.Logger | Any
+
+    async def until_end(self) -> dict[str, Any] | None:
+        """The job's final status (Ray's job info), or None when the deadline came first."""
+        dashboard, wake = self.session.dashboard, asyncio.Event()
+        last_check = 0.0
+        unreachable_since: float | None = None
+        tail = self._open_tail(wake)
+        # Someone deleting the cluster must fail the task at once, not when the head finally dies.
+        watch: asyncio.Task[str | None] = asyncio.create_task(self.backend.watch_gone(self.session, self.ref))
+        watch.add_done_callback(lambda _: wake.set())
+        gone_watch: asyncio.Task[str | None] | None = watch
+        try:
+            while True:
+                if gone_watch is not None and gone_watch.done() and not gone_watch.cancelled():
+                    if gone_watch.exception() is None and (gone := gone_watch.result()) is not None:
+                        raise ClusterGoneError(gone)
+                    gone_watch = None  # no watch, or the watch failed: the dashboard checks still notice
+                await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
+                last_check = time.monotonic()
+                left = None if self.deadline is None else self.deadline - time.time()
+                # A hung status call must not hold the execution deadline back.
+                timeout = STATUS_TIMEOUT if left is None else min(STATUS_TIMEOUT, max(MIN_TIMEOUT, left))
+                try:
+                    info = await dashboard.get_job(self.endpoint, self.submission_id, timeout=timeout)
+                    unreachable_since = None
+                except TRANSIENT_DASHBOARD_ERRORS as exc:
+                    if isinstance(exc, RayJobsApiError) and exc.status is not None and exc.status < 500:
+                        raise
+                    await self.raise_if_gone()
+                    unreachable_since = unreachable_since or time.time()
+                    if time.time() - unreachable_since > self.unreachable_timeout:
+                        raise DashboardUnreachableError(
+                            f"the Ray dashboard of {self.ref.describe()} has been unreachable for "
+                            f"{time.time() - unreachable_since:.0f}s ({type(exc).__name__}: {exc})"
+                        ) from None
+                    self.log.warning("Ray dashboard unreachable (%s); retrying", type(exc).__name__)
+                    info = None
+                if info is None and unreachable_since is None:
+                    await self.raise_if_gone()
+                    raise RayJobsApiError(f"Ray job {self.submission_id} disappeared from {self.ref.describe()}")
+                if info is not None and job_status_of(info).is_terminal:
+                    return info
+                left = None if self.deadline is None else self.deadline - time.time()
+                if left is not None and left <= 0:
+                    return None
+                wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
+                if unreachable_since is not None:
+                    wait = min(wait, UNREACHABLE_RETRY)
+                wake.clear()
+                if tail is not None and tail.done() and info is not None:
+                    tail = self._open_tail(wake)  # the tail closed but the job is not over: it dropped
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=wait)
+        finally:
+            # Ray closes the tail seconds after the job ends: don't wait for it (the rest is read whole).
+            for task in (gone_watch, tail):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    def _open_tail(self, closed: asyncio.Event) -> asyncio.Task[None] | None:
+        if self.logs is None:
+            return None
+        return asyncio.create_task(self.logs.follow(self.session.dashboard, self.endpoint, self.submission_id, closed))
+
+    async def raise_if_gone(self) -> None:
+        if (gone := await self.backend.gone_reason(self.session, self.ref)) is not None:
+            raise ClusterGoneError(gone)
