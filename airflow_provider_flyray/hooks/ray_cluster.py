@@ -79,7 +79,12 @@ class RayClusterHook(KubernetesHook):
 
     @cached_property
     def settings(self) -> ConnectionSettings:
-        return parse_connection_extras(dict(self.conn_extras))
+        return parse_connection_extras(self.extras)
+
+    @cached_property
+    def extras(self) -> dict[str, Any]:
+        """The connection's extras, read once per hook."""
+        return dict(self.conn_extras)
 
     def get_namespace(self) -> str:
         return self._namespace_override or self.settings.namespace
@@ -87,7 +92,7 @@ class RayClusterHook(KubernetesHook):
     def validate(self) -> ConnectionSettings:
         """Parse the connection now: bad fields fail before anything is created."""
         settings = self.settings
-        path = self.conn_extras.get("kube_config_path")
+        path = self.extras.get("kube_config_path")
         if settings.backend != LOCAL_BACKEND and path and not os.access(str(path), os.R_OK):
             # The Kubernetes client would only say "Invalid kube-config file. No configuration found."
             raise ConfigError(
@@ -105,7 +110,7 @@ class RayClusterHook(KubernetesHook):
 
     def run(self, step: Callable[[RaySession], Awaitable[T]]) -> T:
         """Run ``step(session)`` on the portal thread, in a session with this connection's extras."""
-        extras = dict(self.conn_extras)
+        extras = self.extras
 
         async def with_session() -> T:
             async with RaySession(
