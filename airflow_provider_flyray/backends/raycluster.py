@@ -97,6 +97,10 @@ def namespace_of(ref: ClusterRef) -> str:
     return ref.namespace
 
 
+def seen_key(ref: ClusterRef) -> str:
+    return f"{ref.namespace}/{ref.name}"
+
+
 def is_deleted(cluster: dict[str, Any] | None) -> bool:
     return cluster is None or bool((cluster.get("metadata") or {}).get("deletionTimestamp"))
 
@@ -134,15 +138,21 @@ class RayClusterBackend(ClusterBackend):
         fails in seconds."""
         kube = await session.kube()
         namespace = namespace_of(ref)
-        async for cluster, pods in kube.follow_cluster(namespace, ref.name):
-            verdict = interpret_startup(cluster, pods)
-            if verdict.state is Startup.FAILED:
-                return StartupVerdict(Startup.FAILED, f"{verdict.reason}{await self._failure_details(kube, ref, pods)}")
-            if verdict.state is not Startup.PENDING:
-                return verdict
-            if deadline is not None and time.time() >= deadline:
-                details = await self._failure_details(kube, ref, pods)
-                return StartupVerdict(Startup.FAILED, f"startup_timeout reached: {verdict.reason}{details}")
+        # aclosing: the watches must stop when the verdict is in, not when the generator is collected.
+        async with contextlib.aclosing(kube.follow_cluster(namespace, ref.name)) as changes:
+            async for cluster, pods in changes:
+                verdict = interpret_startup(cluster, pods)
+                if cluster is not None:
+                    session.seen[seen_key(ref)] = cluster
+                if verdict.state is Startup.FAILED:
+                    return StartupVerdict(
+                        Startup.FAILED, f"{verdict.reason}{await self._failure_details(kube, ref, pods)}"
+                    )
+                if verdict.state is not Startup.PENDING:
+                    return verdict
+                if deadline is not None and time.time() >= deadline:
+                    details = await self._failure_details(kube, ref, pods)
+                    return StartupVerdict(Startup.FAILED, f"startup_timeout reached: {verdict.reason}{details}")
         raise AssertionError("follow_cluster never ends")
 
     async def _failure_details(self, kube: KubeClient, ref: ClusterRef, pods: list[dict[str, Any]]) -> str:
@@ -165,7 +175,7 @@ class RayClusterBackend(ClusterBackend):
         settings = session.settings
         kube = await session.kube()
         namespace = namespace_of(ref)
-        cluster = await kube.get_cluster(namespace, ref.name)
+        cluster = session.seen.get(seen_key(ref)) or await kube.get_cluster(namespace, ref.name)
         token = settings.dashboard_token
         secret_name = cluster_token_secret_name(settings, cluster, ref)
         if secret_name:
@@ -188,7 +198,9 @@ class RayClusterBackend(ClusterBackend):
         return DashboardEndpoint(url, token_headers(token, access), verify_tls=settings.verify_tls)
 
     async def watch_gone(self, session: RaySession, ref: ClusterRef) -> str | None:
-        await (await session.kube()).wait_for_deletion(namespace_of(ref), ref.name)
+        await (await session.kube()).wait_for_deletion(
+            namespace_of(ref), ref.name, known=session.seen.get(seen_key(ref))
+        )
         return f"{ref.describe()} was deleted while the Ray job was running"
 
     async def gone_reason(self, session: RaySession, ref: ClusterRef, *, settle: bool = False) -> str | None:

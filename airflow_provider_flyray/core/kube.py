@@ -12,7 +12,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -158,7 +158,7 @@ class KubeClient:
 
     async def follow_cluster(
         self, namespace: str, name: str, wake_every: float = 5.0
-    ) -> AsyncIterator[tuple[dict[str, Any] | None, list[dict[str, Any]]]]:
+    ) -> AsyncGenerator[tuple[dict[str, Any] | None, list[dict[str, Any]]], None]:
         """The RayCluster and its pods now, then again after every change (and at least every
         ``wake_every`` seconds, so a caller can check its deadline).
 
@@ -263,15 +263,18 @@ class KubeClient:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
 
-    async def wait_for_deletion(self, namespace: str, name: str, fallback_poll: float = 30.0) -> None:
+    async def wait_for_deletion(
+        self, namespace: str, name: str, known: dict[str, Any] | None = None, fallback_poll: float = 30.0
+    ) -> None:
         """Return as soon as the RayCluster is deleted or marked for deletion.
 
-        One long-lived watch (no polling), re-opened from a fresh GET when it ends; without ``watch``
-        rights a GET every ``fallback_poll`` seconds.
+        One long-lived watch (no polling), started from ``known`` (a version of the cluster already
+        read) or a GET, and re-opened from a fresh GET when it ends; without ``watch`` rights a GET
+        every ``fallback_poll`` seconds.
         """
         can_watch = True
         while True:
-            cluster = await self.get_cluster(namespace, name)
+            cluster, known = known or await self.get_cluster(namespace, name), None
             meta = (cluster or {}).get("metadata") or {}
             if cluster is None or meta.get("deletionTimestamp"):
                 return

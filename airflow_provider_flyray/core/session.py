@@ -42,6 +42,9 @@ class RaySession:
         self._stack = contextlib.AsyncExitStack()
         self._kube: KubeClient | None = None
         self._dashboard: DashboardClient | None = None
+        # The last version of an object this session's watches delivered, by "namespace/name": later
+        # steps start from it instead of reading the object again.
+        self.seen: dict[str, dict[str, Any]] = {}
 
     async def __aenter__(self) -> RaySession:
         if self.extras is None:
