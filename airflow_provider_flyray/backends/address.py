@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
+from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest, address_endpoint
 from airflow_provider_flyray.cluster import ClusterRef
-from airflow_provider_flyray.connection import DashboardAccess
 from airflow_provider_flyray.core.session import RaySession
-from airflow_provider_flyray.jobs_api import DashboardEndpoint, token_headers
+from airflow_provider_flyray.jobs_api import DashboardEndpoint
 
 
 class AddressBackend(ClusterBackend):
@@ -28,10 +27,4 @@ class AddressBackend(ClusterBackend):
         return self.ref_for(request.address)
 
     async def dashboard(self, session: RaySession, ref: ClusterRef) -> DashboardEndpoint:
-        assert ref.address is not None
-        settings = session.settings
-        return DashboardEndpoint(
-            ref.address,
-            token_headers(settings.dashboard_token, DashboardAccess.ADDRESS),
-            verify_tls=settings.verify_tls,
-        )
+        return address_endpoint(session, ref)

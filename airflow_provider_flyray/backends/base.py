@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction, RayJobConfig
-from airflow_provider_flyray.connection import ConnectionSettings
+from airflow_provider_flyray.connection import ConnectionSettings, DashboardAccess
 from airflow_provider_flyray.core.session import RaySession
-from airflow_provider_flyray.jobs_api import DashboardEndpoint
+from airflow_provider_flyray.jobs_api import DashboardEndpoint, token_headers
 from airflow_provider_flyray.owners import Ending, Owner, should_delete
 from airflow_provider_flyray.status import Startup, StartupVerdict
 
@@ -117,3 +117,15 @@ class ClusterBackend:
     def browser_url(self, settings: ConnectionSettings, ref: ClusterRef, direct_url: str | None) -> str | None:
         """The dashboard URL for the UI buttons (None: no button), given the URL the trigger used."""
         return direct_url or ref.address
+
+
+def address_endpoint(session: RaySession, ref: ClusterRef) -> DashboardEndpoint:
+    """The dashboard of a cluster known by its address (an explicit address, a local head): the
+    connection's token and TLS setting, nothing from Kubernetes."""
+    assert ref.address is not None
+    settings = session.settings
+    return DashboardEndpoint(
+        ref.address,
+        token_headers(settings.dashboard_token, DashboardAccess.ADDRESS),
+        verify_tls=settings.verify_tls,
+    )

@@ -8,12 +8,12 @@ import logging
 from typing import Any
 
 from airflow_provider_flyray.backends import local_process
-from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
+from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest, address_endpoint
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import cpu_quantity
-from airflow_provider_flyray.connection import LOCAL_BACKEND, DashboardAccess
+from airflow_provider_flyray.connection import LOCAL_BACKEND
 from airflow_provider_flyray.core.session import RaySession
-from airflow_provider_flyray.jobs_api import DashboardEndpoint, token_headers
+from airflow_provider_flyray.jobs_api import DashboardEndpoint
 
 # A head that fails after its dashboard came up takes a moment to exit.
 EXIT_SETTLE_SECONDS = 5.0
@@ -47,13 +47,7 @@ class LocalBackend(ClusterBackend):
         return True
 
     async def dashboard(self, session: RaySession, ref: ClusterRef) -> DashboardEndpoint:
-        assert ref.address is not None
-        settings = session.settings
-        return DashboardEndpoint(
-            ref.address,
-            token_headers(settings.dashboard_token, DashboardAccess.ADDRESS),
-            verify_tls=settings.verify_tls,
-        )
+        return address_endpoint(session, ref)
 
     async def startup_problem(self, session: RaySession, ref: ClusterRef) -> str | None:
         if await asyncio.to_thread(local_process.local_cluster_alive, ref):
