@@ -189,3 +189,32 @@ def test_non_deferrable_trigger_gets_the_earlier_deadline():
         op = FlyteRayOperator(task_id="t", entrypoint="echo", deferrable=deferrable, execution_timeout=timeout)
         trigger = op.build_trigger({"ti": ti}, ref, submission, SimpleNamespace(key="k"), Timings())  # type: ignore[arg-type]
         assert trigger.deadline == deadline
+
+
+def test_an_alarm_that_interrupts_the_worker_wait_still_stops_and_reports_the_job():
+    from contextlib import asynccontextmanager
+
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    from airflow_provider_flyray.cluster import ClusterRef
+    from airflow_provider_flyray.events import Outcome, RayJobEvent
+
+    ref = ClusterRef("address", name="a", address="http://ray:8265")
+    report = RayJobEvent(Outcome.TIMEOUT, ref, "sid", reason="execution_timeout reached; Ray job sid stopped")
+
+    class Interrupted:
+        """Airflow's SIGALRM raises AirflowTaskTimeout out of the wait."""
+
+        async def run(self):
+            raise AirflowTaskTimeout("Timeout, PID: 1")
+            yield  # pragma: no cover
+
+        @asynccontextmanager
+        async def session(self):
+            yield None
+
+        async def timed_out(self, session):
+            return report
+
+    op = FlyteRayOperator(task_id="t", entrypoint="echo", deferrable=False)
+    assert op._wait_on_worker(Interrupted()) == report.to_dict()  # type: ignore[arg-type]
