@@ -150,7 +150,8 @@ def create_cluster_cgroup(name: str) -> tuple[ClusterCgroup | None, str]:
             problems.append(f"no {kind} hierarchy")
             continue
         parent = os.path.join(mount, path.lstrip("/"))
-        target = os.path.join(parent, f"{CGROUP_PREFIX}{name[:40]}-{uuid.uuid4().hex[:8]}")
+        base = name if name.startswith(CGROUP_PREFIX) else CGROUP_PREFIX + name
+        target = os.path.join(parent, f"{base[:48]}-{uuid.uuid4().hex[:8]}")
         try:
             os.mkdir(target)
         except OSError as exc:
