@@ -22,9 +22,10 @@ class ClusterRef:
     owned: bool = False
     # Fixed dashboard address, when known without asking Kubernetes (local backend, explicit address).
     address: str | None = None
-    # Local backend only: the process group of the Ray head and its temp dir.
+    # Local backend only: the process group of the Ray head, its temp dir and its cgroup (None: none).
     local_pgid: int | None = None
     local_temp_dir: str | None = None
+    local_cgroup: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

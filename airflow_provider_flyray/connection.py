@@ -8,6 +8,7 @@ This module adds the Ray side: backend, how to reach the dashboard, the links' U
 from __future__ import annotations
 
 import difflib
+import json
 import re
 import string
 from dataclasses import dataclass
@@ -44,6 +45,55 @@ KNOWN_EXTRAS = frozenset(
         "xcom_sidecar_container_resources",
     }
 )
+
+
+# The connection fields that tell the Kubernetes client where its credentials are, and what each expects.
+KUBE_CREDENTIAL_FIELDS = {
+    "kube_config_path": "the path of a readable kubeconfig file on this machine",
+    "kube_config": "a kubeconfig's content, YAML or JSON",
+    "in_cluster": "true only when Airflow runs in a pod with a service account",
+}
+
+
+def extras_from_text(text: str | None) -> dict[str, Any]:
+    """The extras of a connection's ``extra`` text. Airflow reads text that is not JSON as ``{}`` (with
+    only a log line), which would silently select the Kubernetes backend: refuse it, naming the field."""
+    if text is None or not str(text).strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            "connection.extra",
+            f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected a JSON object "
+            'like {"backend": "local"} or {"kube_config_path": "/path/to/kubeconfig"}',
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError("connection.extra", f"expected a JSON object of fields, got {type(value).__name__}")
+    return value
+
+
+def kube_credentials_error(extras: dict[str, Any], problem: str) -> ConfigError:
+    """The error for a Kubernetes client that could not load its configuration (``problem``): which
+    connection field it came from and what that field expects, or, with none set, the fields to set."""
+    given = [
+        name
+        for name in KUBE_CREDENTIAL_FIELDS
+        if extras.get(name) not in (None, "", False)
+        or extras.get(f"extra__kubernetes__{name}") not in (None, "", False)
+    ]
+    if given:
+        name = given[0]
+        return ConfigError(
+            f"connection.extra.{name}",
+            f"the Kubernetes client could not use it ({problem}); expected {KUBE_CREDENTIAL_FIELDS[name]}",
+        )
+    fields = ", ".join(f"{name} ({what})" for name, what in KUBE_CREDENTIAL_FIELDS.items())
+    return ConfigError(
+        "connection.extra",
+        f"the kubernetes backend found no Kubernetes credentials ({problem}); set one of {fields}, "
+        "or use backend 'local' (a Ray head on this machine) or address= (an existing Ray dashboard)",
+    )
 
 
 class DashboardAccess(StrEnum):

@@ -142,6 +142,20 @@ def last_lines(text: str, count: int = LOG_TAIL_LINES) -> list[str]:
     return text.rstrip("\n").splitlines()[-count:] if text else []
 
 
+# Ray's message for a failed job: "Job entrypoint command failed with exit code 3, last available logs
+# (truncated to 20,000 chars):\n<the job's last lines>".
+RAY_MESSAGE_LOGS = ", last available logs ("
+
+
+def message_without_logs(message: str | None) -> str | None:
+    """Ray's job message without the log lines it appends, for a failure message that shows the log's
+    last lines itself (once)."""
+    if not message:
+        return message
+    head, found, _ = message.partition(RAY_MESSAGE_LOGS)
+    return head if found else message
+
+
 def jobs_of_task(jobs: list[dict[str, Any]], task_key: str) -> list[dict[str, Any]]:
     """Jobs submitted for any try of one task instance, oldest first."""
     mine = [j for j in jobs if (j.get("metadata") or {}).get("airflow_task_key") == task_key]

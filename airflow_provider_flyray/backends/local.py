@@ -38,6 +38,14 @@ class LocalBackend(ClusterBackend):
             object_store_memory=int(params["object-store-memory"]) if "object-store-memory" in params else None,
         )
         log.info("Started %s (process group %s)", ref.describe(), ref.local_pgid)
+        if ref.local_cgroup:
+            log.info("Its processes run in %s, killed whole at the end", ref.extra.get("containment"))
+        else:
+            log.warning(
+                "Its processes run without a cgroup of their own: %s. The end stops its process group and the "
+                "processes that inherited its environment; one that leaves both (setsid + env -i) can outlive it",
+                ref.extra.get("containment"),
+            )
         return ref
 
     async def delete(

@@ -1,8 +1,11 @@
-"""The local backend's processes: a transient Ray head on this machine, on loopback, in its own process group.
+"""The local backend's processes: a transient Ray head on this machine, on loopback, in a cgroup of its own.
 
 It is the equivalent of Flyte's local execution: the same Jobs REST API path as a KubeRay cluster, with
 no Kubernetes at all. Every port is chosen free on 127.0.0.1 so several local clusters (mapped tasks)
-can run side by side. Stopping kills the whole process group, so no Ray process outlives the task.
+can run side by side. The head runs in a cgroup of its own (:mod:`.local_cgroup`): stopping kills the
+cgroup, so no process a job started outlives the task, whatever session or environment it gave itself.
+Where no cgroup can be made, the process group and an environment marker are what stopping finds. The
+head's temp dir (Ray's files and ``TMPDIR`` of every process in it) is removed at stop.
 Needs the ``ray`` wheel (``pip install 'airflow-provider-flyray[local]'``).
 """
 
@@ -19,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from airflow_provider_flyray.backends import local_cgroup
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.errors import ClusterStartupError, ConfigError
 
@@ -99,11 +103,28 @@ def start_local_cluster(
     # Every Ray process inherits this marker, including job drivers that Ray starts in a session of
     # their own: stopping the cluster finds them by it, not only by process group.
     env[CLUSTER_MARKER_ENV] = temp_dir
+    # Python's multiprocessing (and anything else using the default temp dir) in Ray's processes writes
+    # into the cluster's own temp dir, which stopping removes, instead of leaving /tmp/pymp-* behind.
+    env["TMPDIR"] = temp_dir
+    cgroup, containment = local_cgroup.create_cluster_cgroup(name)
+    if cgroup is not None:
+        args = local_cgroup.join_command(cgroup.procs_file, args)
     log_path = Path(temp_dir) / "ray-start.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+    try:
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+    except BaseException:
+        if cgroup is not None:
+            cgroup.kill_and_remove()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     return ClusterRef(
         backend=BACKEND_NAME,
         name=name,
@@ -111,6 +132,8 @@ def start_local_cluster(
         address=f"http://127.0.0.1:{ports['dashboard-port']}",
         local_pgid=process.pid,
         local_temp_dir=temp_dir,
+        local_cgroup=cgroup.path if cgroup is not None else None,
+        extra={"containment": containment},
     )
 
 
@@ -128,7 +151,11 @@ def _marked_pids(marker: str) -> list[int]:
 
 
 def local_cluster_pids(ref: ClusterRef) -> list[int]:
-    return _marked_pids(ref.local_temp_dir) if ref.local_temp_dir else []
+    """The cluster's processes: its cgroup's members and those carrying its environment marker."""
+    pids = set(_marked_pids(ref.local_temp_dir)) if ref.local_temp_dir else set()
+    if (cgroup := local_cgroup.cluster_cgroup(ref.local_cgroup)) is not None:
+        pids.update(cgroup.members())
+    return sorted(pids)
 
 
 def local_cluster_alive(ref: ClusterRef) -> bool:
@@ -154,7 +181,8 @@ def local_startup_output(ref: ClusterRef, lines: int = 30) -> str:
 
 
 def stop_local_cluster(ref: ClusterRef, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the head's process group, SIGKILL what is left after the grace period, remove its files."""
+    """SIGTERM the head's processes, SIGKILL what is left after the grace period (the whole cgroup, then
+    the process group and the marked processes), remove the cgroup and the cluster's files."""
     if ref.backend != BACKEND_NAME or not ref.local_pgid:
         raise ClusterStartupError(f"{ref.describe()} is not a local cluster")
     pgid = ref.local_pgid
@@ -166,6 +194,10 @@ def stop_local_cluster(ref: ClusterRef, grace_seconds: float = STOP_GRACE_SECOND
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline and (local_cluster_alive(ref) or local_cluster_pids(ref)):
         time.sleep(0.1)
+    cgroup = local_cgroup.cluster_cgroup(ref.local_cgroup)
+    if cgroup is not None:
+        with contextlib.suppress(OSError):
+            cgroup.kill()
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
     for pid in local_cluster_pids(ref):
@@ -174,5 +206,7 @@ def stop_local_cluster(ref: ClusterRef, grace_seconds: float = STOP_GRACE_SECOND
     # Reap the `ray start` process if it is our child (non-deferrable path); harmless otherwise.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pgid, os.WNOHANG)
+    if cgroup is not None and not cgroup.kill_and_remove():
+        raise ClusterStartupError(f"{ref.describe()}: processes of {cgroup.path} did not end: {cgroup.members()}")
     if ref.local_temp_dir and ref.local_temp_dir.startswith(f"/tmp/{LOCAL_DIR_PREFIX}"):
         shutil.rmtree(ref.local_temp_dir, ignore_errors=True)

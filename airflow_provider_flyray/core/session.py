@@ -14,7 +14,12 @@ from typing import Any
 
 import aiohttp
 
-from airflow_provider_flyray.connection import ConnectionSettings, parse_connection_extras
+from airflow_provider_flyray.connection import (
+    ConnectionSettings,
+    extras_from_text,
+    kube_credentials_error,
+    parse_connection_extras,
+)
 from airflow_provider_flyray.core.dashboard import DashboardClient
 from airflow_provider_flyray.core.kube import KubeClient
 
@@ -72,6 +77,7 @@ class RaySession:
         if self._kube is None:
             from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
             from kubernetes_asyncio.client import Configuration
+            from kubernetes_asyncio.config import ConfigException
 
             configuration = Configuration()
             if _flag((self.extras or {}).get("disable_verify_ssl")):
@@ -83,7 +89,11 @@ class RaySession:
                 connection_extras=dict(self.extras or {}),
                 client_configuration=configuration,
             )
-            api_client = await self._stack.enter_async_context(hook.get_conn())
+            try:
+                api_client = await self._stack.enter_async_context(hook.get_conn())
+            except ConfigException as exc:
+                # The client only says e.g. "Invalid kube-config file. No configuration found."
+                raise kube_credentials_error(self.extras or {}, str(exc)) from None
             self._kube = KubeClient(api_client, self.log)
         return self._kube
 
@@ -99,4 +109,5 @@ class RaySession:
             if self.ray_conn_id == DEFAULT_CONN_ID:
                 return {}
             raise
+        extras_from_text(connection.extra)
         return dict(connection.extra_dejson)

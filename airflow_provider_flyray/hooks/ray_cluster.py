@@ -18,7 +18,12 @@ from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 from airflow_provider_flyray.backends import backend_for
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction
-from airflow_provider_flyray.connection import LOCAL_BACKEND, ConnectionSettings, parse_connection_extras
+from airflow_provider_flyray.connection import (
+    LOCAL_BACKEND,
+    ConnectionSettings,
+    extras_from_text,
+    parse_connection_extras,
+)
 from airflow_provider_flyray.core.portal import run_sync
 from airflow_provider_flyray.core.session import DEFAULT_CONN_ID, RaySession
 from airflow_provider_flyray.errors import ConfigError
@@ -83,8 +88,14 @@ class RayClusterHook(KubernetesHook):
 
     @cached_property
     def extras(self) -> dict[str, Any]:
-        """The connection's extras, read once per hook."""
-        return dict(self.conn_extras)
+        """The connection's extras, read once per hook; ``extra`` text that is not JSON is refused."""
+        if not self.conn_id:
+            return {}
+        connection = self.get_connection(self.conn_id)
+        extras_from_text(connection.extra)
+        extras = dict(connection.extra_dejson)
+        self.__dict__["conn_extras"] = extras  # KubernetesHook's own view: the same, not read again
+        return extras
 
     def get_namespace(self) -> str:
         return self._namespace_override or self.settings.namespace

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from airflow_provider_flyray.config import OnFinishAction, RayJobConfig, validate_runtime_env
@@ -103,3 +104,23 @@ def existing_address(own: str | None, config: RayJobConfig, cluster_name: str | 
     if cluster_name:
         raise ConfigError("cluster_name", "set either cluster_name (a KubeRay cluster) or address, not both")
     return check_http_url(address, "address")
+
+
+# deferrable=False: the trigger runs on the worker under Airflow's execution_timeout alarm, which says only
+# "Timeout, PID: ...". Its own deadline comes this much earlier (at most a quarter of the timeout), so it
+# stops the job, reads its last lines and the cluster is released before the alarm, as in the triggerer.
+WORKER_TIMEOUT_MARGIN = 8.0
+
+
+def seconds_of(timeout: timedelta | float | None) -> float:
+    """An ``execution_timeout`` in seconds (0 when unset). Pure."""
+    if not timeout:
+        return 0.0
+    return timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+
+
+def worker_deadline(deadline: float | None, timeout_seconds: float) -> float | None:
+    """The trigger's deadline when it runs on the worker (see WORKER_TIMEOUT_MARGIN). Pure."""
+    if deadline is None:
+        return None
+    return deadline - min(WORKER_TIMEOUT_MARGIN, max(0.0, timeout_seconds) / 4)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowTaskTimeout, BaseOperator, conf
@@ -42,6 +41,8 @@ from airflow_provider_flyray.operators.arguments import (
     rendered_metadata,
     rendered_runtime_env,
     resolve_lifecycle,
+    seconds_of,
+    worker_deadline,
 )
 from airflow_provider_flyray.owners import Ending, Owner, TaskInstanceOwner, should_delete
 from airflow_provider_flyray.timings import Timings
@@ -241,7 +242,9 @@ class FlyteRayOperator(BaseOperator):
             owner_key=owner.key,
             poll_interval=self.poll_interval,
             startup_deadline=time.time() + float(self.startup_timeout),
-            deadline=self._execution_deadline(context),
+            deadline=self._execution_deadline(context)
+            if self.deferrable and self.wait_for_completion
+            else worker_deadline(self._execution_deadline(context), seconds_of(self.execution_timeout)),
             get_logs=self.get_logs,
             on_finish_action=self.lifecycle.on_finish_action.value,
             keep_alive_seconds=self.lifecycle.keep_alive_seconds,
@@ -312,8 +315,17 @@ class FlyteRayOperator(BaseOperator):
         if self.deferrable and self.wait_for_completion:
             self.log.info("Deferring after %.2fs on the worker", timings.since("execute_started"))
             self.defer(trigger=trigger, method_name="execute_complete")
-        event = asyncio.run(_first_event(trigger))
-        return self.execute_complete(context, event)
+        return self.execute_complete(context, self._wait_on_worker(trigger))
+
+    def _wait_on_worker(self, trigger: RayJobTrigger) -> dict[str, Any]:
+        """deferrable=False: the trigger's wait, here. Its deadline ends it before Airflow's timeout alarm
+        (see worker_deadline); should the alarm still interrupt it, the job is stopped and reported the same
+        way (job stopped, its last lines), not as Airflow's bare "Timeout, PID: ..."."""
+        try:
+            return asyncio.run(_first_event(trigger))
+        except AirflowTaskTimeout:
+            self.log.warning("execution_timeout interrupted the wait: stopping the Ray job")
+            return asyncio.run(_timeout_event(trigger))
 
     def _publish_links(self, context: Context, dashboard_url: str | None, submission_id: str) -> None:
         if not is_browser_url(dashboard_url):
@@ -326,14 +338,8 @@ class FlyteRayOperator(BaseOperator):
     def _execution_deadline(self, context: Context) -> float | None:
         if not self.execution_timeout:
             return None
-        timeout = (
-            self.execution_timeout
-            if isinstance(self.execution_timeout, timedelta)
-            else timedelta(seconds=self.execution_timeout)
-        )
         start = getattr(context["ti"], "start_date", None)
-        started = start.timestamp() if start else time.time()
-        return started + timeout.total_seconds()
+        return (start.timestamp() if start else time.time()) + seconds_of(self.execution_timeout)
 
     # ---- resume -------------------------------------------------------------------------------------
 
@@ -386,3 +392,8 @@ async def _first_event(trigger: RayJobTrigger) -> dict[str, Any]:
     async for event in trigger.run():
         return dict(event.payload)
     raise AirflowException("RayJobTrigger ended without an event")
+
+
+async def _timeout_event(trigger: RayJobTrigger) -> dict[str, Any]:
+    async with trigger.session() as session:
+        return (await trigger.timed_out(session)).to_dict()

@@ -221,8 +221,18 @@ class RayJobTrigger(BaseTrigger):
             return None
         if self.deadline is not None and time.time() >= self.deadline:
             return self.event(Outcome.TIMEOUT, reason="execution_timeout reached before the Ray dashboard answered")
-        reason = f"the Ray dashboard of {ref.describe()} did not answer: {last_error}"
-        return self.event(Outcome.FAILED, reason=reason, phase="startup")
+        return self.event(Outcome.FAILED, reason=self._no_dashboard_reason(last_error), phase="startup")
+
+    def _no_dashboard_reason(self, last_error: str) -> str:
+        ref = self.ref
+        if self.startup_deadline is not None and time.time() >= self.startup_deadline:
+            started = self._timings.to_dict().get("deferred")
+            allowed = f" ({self.startup_deadline - started:.3g}s)" if started else ""
+            return (
+                f"startup_timeout{allowed} reached before the Ray dashboard of {ref.describe()} answered "
+                f"(last attempt: {last_error}); raise the operator's startup_timeout if the cluster needs longer"
+            )
+        return f"the Ray dashboard of {ref.describe()} did not answer: {last_error}"
 
     async def ensure_submitted(self, session: RaySession) -> str:
         """Exactly once (see :mod:`.submission`)."""
@@ -251,6 +261,16 @@ class RayJobTrigger(BaseTrigger):
         ).until_end()
         if info is not None:
             return await self.finished(session, info)
+        return await self.timed_out(session)
+
+    async def timed_out(self, session: RaySession) -> RayJobEvent:
+        """The execution deadline passed: stop the job, report it with its last lines. Also what the
+        worker reports when Airflow's own timeout interrupts a non-deferrable wait."""
+        submission_id = self._active_submission_id
+        if self._endpoint is None or submission_id is None:
+            return self.event(
+                Outcome.TIMEOUT, reason=f"execution_timeout reached while {self.ref.describe()} was starting"
+            )
         # Past the deadline, the stop and the last lines are best effort within a short budget: a
         # dashboard that hangs must not hold the timeout back.
         stopped = await self._stop_quietly(session, self._endpoint, submission_id, timeout=AFTER_DEADLINE_CALL)
@@ -270,7 +290,10 @@ class RayJobTrigger(BaseTrigger):
         if self.get_logs:
             self._logs.show_rest(logs)
         status = job_status_of(info)
-        outcome, reason = outcome_of_job(status, submission_id, info.get("message"))
+        log_tail = jobs_api.last_lines(logs)
+        # The failure message shows the log's last lines; Ray's message repeats them: keep them once.
+        message = jobs_api.message_without_logs(info.get("message")) if log_tail else info.get("message")
+        outcome, reason = outcome_of_job(status, submission_id, message)
         if outcome is not Outcome.SUCCESS:
             # A job killed by its cluster going away should say so, not just "FAILED".
             try:
@@ -287,7 +310,7 @@ class RayJobTrigger(BaseTrigger):
             driver_exit_code=info.get("driver_exit_code"),
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
-            log_tail=jobs_api.last_lines(logs),
+            log_tail=log_tail,
             result=self.job_result(info, logs),
         )
         if self.keep_alive_seconds and self.ref.owned:

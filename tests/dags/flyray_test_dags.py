@@ -57,6 +57,19 @@ with DAG("flyray_timeout", schedule=None, start_date=START, catchup=False):
         execution_timeout=timedelta(seconds=25),
     )
 
+# deferrable=False: Airflow's own alarm used to say only "Timeout, PID: ..."; the trigger now stops the
+# job and reports its last lines before the alarm, as the deferrable path does.
+with DAG("flyray_blocking_timeout", schedule=None, start_date=START, catchup=False):
+    FlyteRayOperator(
+        task_id="too_slow_here",
+        entrypoint="python -c \"import time; print('BEFORE THE TIMEOUT', flush=True); time.sleep(300)\"",
+        ray_job_config=SMALL,
+        ray_conn_id="ray_local",
+        deferrable=False,
+        poll_interval=1,
+        execution_timeout=timedelta(seconds=30),
+    )
+
 KUBE_SMALL = RayJobConfig(
     head_node_config=HeadNodeConfig(
         requests={"cpu": "1", "memory": "1Gi"}, ray_start_params={"num-cpus": "1", "object-store-memory": "100000000"}

@@ -78,6 +78,15 @@ def test_execution_timeout_while_deferred_stops_job_and_cluster(test_dags_home):
     assert "timeout" in output and "execution_timeout reached" in output, output[-3000:]
 
 
+def test_execution_timeout_without_deferral_reports_like_the_deferrable_path(test_dags_home):
+    output = dags_test("flyray_blocking_timeout", test_dags_home)
+    assert "state=failed" in output
+    assert "execution_timeout reached; Ray job" in output and " stopped" in output, output[-3000:]
+    assert "lines of the Ray job's log" in output and "BEFORE THE TIMEOUT" in output, output[-3000:]
+    assert "Timeout, PID" not in output, output[-3000:]
+    assert "Released local Ray cluster" in output
+
+
 def test_provider_is_registered_with_airflow(airflow_db):
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "get", "airflow-provider-flyray", "--full", "-o", "json"],

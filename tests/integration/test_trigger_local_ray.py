@@ -6,11 +6,13 @@ import asyncio
 import logging
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster
 from airflow_provider_flyray.cluster import ClusterRef
+from airflow_provider_flyray.events import RayJobEvent
 from airflow_provider_flyray.jobs_api import JobSubmission
 from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submission_id_for
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
@@ -223,3 +225,94 @@ def test_on_kill_stops_the_job_and_the_owned_local_cluster():
 
     asyncio.run(scenario())
     assert local_cluster_pids(ref) == []
+
+
+@pytest.mark.parametrize("kind", ["cgroup2", "pids"])
+def test_a_job_that_leaves_its_session_and_environment_is_stopped_with_the_cluster(monkeypatch, kind):
+    """`setsid env -i` escapes both the process group and the environment marker; not the cgroup. Each
+    mechanism is tried for real where this machine mounts it (cgroup v2; the v1 pids controller)."""
+    import os
+    import signal
+
+    from airflow_provider_flyray.backends import local_cgroup
+    from airflow_provider_flyray.backends.local_process import stop_local_cluster
+
+    if kind not in local_cgroup.cgroup_mounts(Path("/proc/self/mountinfo").read_text()):
+        pytest.skip(f"no {kind} hierarchy mounted here")
+    monkeypatch.setattr(local_cgroup, "KINDS", (kind,))
+    ref = start_local_cluster("escape-head", num_cpus=1, object_store_memory=100_000_000)
+    escaped: list[int] = []
+    try:
+        assert ref.local_cgroup and local_cgroup.cluster_cgroup(ref.local_cgroup).kind == kind, ref
+        marker = f"0.{uuid.uuid4().int % 10**8:08d}"  # `sleep 604 0.x` sleeps 604.x s: a unique command line
+        job = (
+            f"setsid env -i /bin/sleep 604 {marker} >/dev/null 2>&1 & "
+            "python -c \"import tempfile; print('TMPDIR', tempfile.gettempdir())\""
+        )
+        event = run_to_event(make_trigger(ref, job))
+        assert event["status"] == "success", event
+        # Ray's processes (multiprocessing's pymp-* dirs among them) use the cluster's own temp dir.
+        assert f"TMPDIR {ref.local_temp_dir}" in event["log_tail"], event["log_tail"]
+        escaped = sleepers(marker)
+        assert escaped and set(escaped) <= set(local_cluster_pids(ref))
+    finally:
+        stop_local_cluster(ref)
+        survivors = sleepers(marker) if escaped else []
+        for pid in survivors:  # never leave a process behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+    assert survivors == [], "the detached process outlived the cluster"
+    assert local_cluster_pids(ref) == []
+    assert not Path(ref.local_cgroup).exists() and not Path(ref.local_temp_dir).exists()
+
+
+def sleepers(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if f"604 {marker}".encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_without_a_cgroup_the_cluster_says_so_and_keeps_the_old_rule(monkeypatch):
+    from airflow_provider_flyray.backends import local_cgroup
+
+    monkeypatch.setattr(local_cgroup, "_read", lambda path: "")  # no cgroup mount visible
+    cgroup, containment = local_cgroup.create_cluster_cgroup("no-cgroup")
+    assert cgroup is None and containment.startswith("no cgroup (no cgroup2 hierarchy"), containment
+
+
+def test_failure_message_without_streamed_logs_shows_the_log_once(address_ref):
+    """get_logs=False: Ray's message of a failed job repeats its last lines; the failure message has them once."""
+    from airflow.providers.common.compat.sdk import AirflowException
+
+    from airflow_provider_flyray import FlyteRayOperator
+
+    marker = f"LAST-WORDS-{uuid.uuid4().hex[:6]}"
+    event = run_to_event(
+        make_trigger(address_ref, f"python -c \"print('{marker}'); raise SystemExit(3)\"", get_logs=False)
+    )
+    assert event["status"] == "failed" and marker in (event["message"] or "")
+    operator = FlyteRayOperator(task_id="t", entrypoint="echo", address=address_ref.address)
+    with pytest.raises(AirflowException) as info:
+        operator.process_result({}, RayJobEvent.from_dict(event))  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.splitlines().count(marker) == 1, message  # the line it printed, once
+    assert "failed with exit code 3" in message and "lines of the Ray job's log" in message
+
+
+def test_startup_timeout_is_named_when_the_dashboard_is_not_up_in_time():
+    from airflow_provider_flyray.backends.local_process import stop_local_cluster
+
+    ref = start_local_cluster("slow-head", num_cpus=1, object_store_memory=100_000_000)
+    now = time.time()
+    try:  # a local head needs seconds before its dashboard answers: 1 s is too short
+        event = run_to_event(make_trigger(ref, "echo never", startup_deadline=now + 1, timings={"deferred": now}))
+    finally:
+        stop_local_cluster(ref)
+    assert event["status"] == "failed" and event["phase"] == "startup"
+    assert event["reason"].startswith("startup_timeout (1s) reached before the Ray dashboard"), event["reason"]
+    assert "raise the operator's startup_timeout" in event["reason"]

@@ -47,6 +47,7 @@ class Case:
     op: dict[str, Any] = field(default_factory=dict)  # operator kwargs over the defaults
     conn: dict[str, Any] | None = None  # run cases: connection extras over the good ones (None: good connection)
     what: str = ""
+    conn_text: str | None = None  # run cases: the connection's whole `extra` text instead (e.g. not JSON)
 
     @property
     def task_id(self) -> str:
@@ -54,7 +55,7 @@ class Case:
 
     @property
     def conn_id(self) -> str:
-        return f"bad_{self.task_id}" if self.conn is not None else GOOD_CONN
+        return f"bad_{self.task_id}" if self.conn is not None or self.conn_text is not None else GOOD_CONN
 
 
 def worker(**kwargs: Any) -> dict[str, Any]:
@@ -127,6 +128,8 @@ CASES: list[Case] = [
     Case("conn-typo", "run", "connection.extra.dashbaord_access", "did you mean 'dashboard_access'", conn={"dashbaord_access": "proxy"}),
     Case("conn-kubeconfig-missing", "run", "connection.extra.kube_config_path", "expected the path of a kubeconfig", conn={"kube_config_path": "/nonexistent/kubeconfig"}),
     Case("conn-undefined", "run", "conn_id `no_such_flyray_conn`", "isn't defined", {"ray_conn_id": "no_such_flyray_conn"}),
+    # Airflow reads extra text that is not JSON as {}: it used to select the Kubernetes backend silently.
+    Case("conn-extra-not-json", "run", "connection.extra", "is not valid JSON", conn_text="{backend: local}"),
 ]
 # fmt: on
 
@@ -139,8 +142,8 @@ def connections(good_extra: dict[str, Any]) -> dict[str, str]:
     """AIRFLOW_CONN_* variables: the good connection and one per bad-connection case."""
     env = {f"AIRFLOW_CONN_{GOOD_CONN.upper()}": json.dumps({"conn_type": "flyray", "extra": good_extra})}
     for case in CASES:
-        if case.conn is not None:
-            extra = {**good_extra, **case.conn}
+        if case.conn is not None or case.conn_text is not None:
+            extra: Any = case.conn_text if case.conn_text is not None else {**good_extra, **(case.conn or {})}
             env[f"AIRFLOW_CONN_{case.conn_id.upper()}"] = json.dumps({"conn_type": "flyray", "extra": extra})
     return env
 

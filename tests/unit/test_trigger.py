@@ -284,9 +284,9 @@ async def test_failed_job_reports_its_message_exit_code_and_last_lines(ray):
 
     assert event["status"] == "failed" and event["job_status"] == "FAILED"
     assert event["driver_exit_code"] == 3
-    assert event["reason"].startswith(f"Ray job {sid} FAILED: Job entrypoint command failed with exit code 3")
-    assert "line 59" in event["reason"]  # Ray's message carries the last lines of the log
-    assert event["message"] == ray.jobs[sid].message
+    # Ray's message carries the last lines of the log too: the failure message shows them once (log_tail).
+    assert event["reason"] == f"Ray job {sid} FAILED: Job entrypoint command failed with exit code 3"
+    assert "line 59" in ray.jobs[sid].message and event["message"] == ray.jobs[sid].message
     assert event["log_tail"] == numbered(60)[-50:]
 
 
@@ -346,11 +346,17 @@ async def test_a_longer_outage_fails_as_unreachable(ray):
 async def test_a_dashboard_that_never_answers_fails_at_the_startup_deadline(ray):
     ray.unreachable(math.inf, "close")
     started = time.time()
-    trigger = make_trigger(ray, startup_deadline=started + 0.5, dashboard_unreachable_timeout=60)
+    trigger = make_trigger(
+        ray, startup_deadline=started + 0.5, dashboard_unreachable_timeout=60, timings={"deferred": started}
+    )
     event = await first_event(trigger)
 
     assert event["status"] == "failed" and event["phase"] == "startup"
-    assert event["reason"].startswith(f"the Ray dashboard of Ray cluster at {ray.url} did not answer")
+    # The setting that ended the wait is named (with its value) before the last connection error.
+    assert event["reason"].startswith(
+        f"startup_timeout (0.5s) reached before the Ray dashboard of Ray cluster at {ray.url} answered (last attempt: "
+    ), event["reason"]
+    assert "raise the operator's startup_timeout" in event["reason"]
     assert 0.5 <= time.time() - started < 0.5 + 2.5
     assert {(c.method, c.path) for c in ray.calls} == {("GET", "/api/version")}
     assert len(ray.calls) >= 3  # retried meanwhile
