@@ -95,6 +95,13 @@ def logs_request(submission_id: str) -> ApiRequest:
     return ApiRequest("GET", f"/api/jobs/{quote(submission_id, safe='')}/logs")
 
 
+def driver_log_request(node_id: str, submission_id: str) -> ApiRequest:
+    """The job's driver log as raw bytes, from Ray's state API (its Jobs API endpoints read the log as
+    UTF-8 text and fail on any other byte)."""
+    filename = quote(f"job-driver-{submission_id}.log", safe="")
+    return ApiRequest("GET", f"/api/v0/logs/file?node_id={quote(node_id, safe='')}&filename={filename}&lines=-1")
+
+
 def stop_request(submission_id: str) -> ApiRequest:
     return ApiRequest("POST", f"/api/jobs/{quote(submission_id, safe='')}/stop")
 
