@@ -102,12 +102,18 @@ class LineAssembler:
         while len(self._pending) > MAX_LINE_CHARS:
             lines.append(self._pending[:MAX_LINE_CHARS])
             self._pending = self._pending[MAX_LINE_CHARS:]
-        return [sanitize(line) for line in lines]
+        return [sanitize(piece) for line in lines for piece in _pieces(line)]
 
     def finish(self) -> list[str]:
         """The log is complete: its last line, even without a newline."""
         pending, self._pending = self._pending, ""
-        return [sanitize(pending)] if pending else []
+        return [sanitize(piece) for piece in _pieces(pending)] if pending else []
+
+
+def _pieces(line: str) -> list[str]:
+    if len(line) <= MAX_LINE_CHARS:
+        return [line]
+    return [line[at : at + MAX_LINE_CHARS] for at in range(0, len(line), MAX_LINE_CHARS)]
 
 
 def utf8_text_decoder() -> io.IncrementalNewlineDecoder:
