@@ -114,12 +114,6 @@ class DashboardClient:
             return False
         return bool(interpret_response(status, text, f"stop Ray job {submission_id}").get("stopped"))
 
-    async def get_job_logs(
-        self, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
-    ) -> str:
-        status, text = await self.call(endpoint, jobs_api.logs_request(submission_id), timeout=timeout)
-        return str(interpret_response(status, text, f"logs of Ray job {submission_id}").get("logs", ""))
-
     async def stream_log(
         self, endpoint: DashboardEndpoint, request: ApiRequest, what: str, raw: bool, total: float | None
     ) -> AsyncIterator[str]:
