@@ -61,6 +61,7 @@ class JobLogStream:
                 self._take(lines.feed(piece), show)
                 # Only complete lines count as shown: a partial one is re-read if the stream drops.
                 self.shown_chars = lines.shown
+                await asyncio.sleep(0)  # a buffered body must not hold the event loop for its length
             if complete:
                 self._take(lines.finish(), show)
                 self.shown_chars = lines.consumed
