@@ -32,6 +32,7 @@ _CONTROL = re.compile(
     r"|[\x00-\x08\x0a-\x1f\x7f-\x9f]"  # the remaining C0 controls, DEL and C1 controls
 )
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+_UNSAFE_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")
 # A line longer than this is shown in pieces: a job that never prints a newline can't grow the buffer.
 MAX_LINE_CHARS = 16_384
@@ -98,11 +99,16 @@ class LineAssembler:
             return []
         if start < self._skip:
             text = text[self._skip - start :]
-        *lines, self._pending = (self._pending + text).split("\n")
+        joined = self._pending + text
+        *lines, self._pending = joined.split("\n")
         while len(self._pending) > MAX_LINE_CHARS:
             lines.append(self._pending[:MAX_LINE_CHARS])
             self._pending = self._pending[MAX_LINE_CHARS:]
-        return [sanitize(piece) for line in lines for piece in _pieces(line)]
+        if len(joined) > MAX_LINE_CHARS:
+            lines = [piece for line in lines for piece in _pieces(line)]
+        if _UNSAFE_BUT_NEWLINE.search(joined) is None:
+            return lines  # the common case: one scan of the text, no per-line work
+        return [sanitize(line) for line in lines]
 
     def finish(self) -> list[str]:
         """The log is complete: its last line, even without a newline."""

@@ -53,15 +53,16 @@ class JobLogStream:
         self.last.extend(lines)
 
     async def _read(self, pieces: AsyncIterator[str], show: bool, complete: bool) -> None:
-        """Read a log from its start: skip what was shown, take the new lines. ``complete``: the log
-        ends here (its last line counts even without a newline)."""
+        """Read a log from its start: skip what was shown, take the new lines. ``complete``: a whole
+        log read at the job's end (its last line counts even without a newline)."""
         lines = LineAssembler(skip=self.shown_chars)
         try:
             async for piece in pieces:
                 self._take(lines.feed(piece), show)
                 # Only complete lines count as shown: a partial one is re-read if the stream drops.
                 self.shown_chars = lines.shown
-                await asyncio.sleep(0)  # a buffered body must not hold the event loop for its length
+                if complete:  # a buffered body must not hold the event loop for its length
+                    await asyncio.sleep(0)
             if complete:
                 self._take(lines.finish(), show)
                 self.shown_chars = lines.consumed
