@@ -10,6 +10,7 @@ Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GE
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -115,10 +116,16 @@ def is_duplicate_submission(status: int, text: str) -> bool:
     return status >= 400 and "already exists" in text
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:")
+
+
 def error_for(status: int, text: str, what: str) -> RayJobsApiError:
     """A readable error for a failed Jobs API call: the Ray traceback is cut to its last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    detail = lines[-1] if lines else ""
+    # Ray's head wraps the job agent's traceback and ends with a lone "." line: the last exception line
+    # says what went wrong (e.g. a UnicodeDecodeError reading a log that is not UTF-8).
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    detail = raised[-1] if raised else lines[-1] if lines else ""
     kube_status = _kubernetes_status(text)
     if kube_status is not None:
         # Through the API-server proxy, Kubernetes itself may answer (RBAC, missing service).

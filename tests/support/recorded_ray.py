@@ -63,6 +63,7 @@ NOT_UTF8_TRACEBACK = (
     '  File "ray/dashboard/modules/job/job_head.py", line 591, in get_job_logs\n'
     "    await job_agent_client.get_job_logs_internal(job.submission_id)\n"
     "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position {position}: invalid start byte\n"
+    ".\n"
 )
 
 
