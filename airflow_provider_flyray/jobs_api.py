@@ -10,6 +10,7 @@ Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GE
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -95,6 +96,13 @@ def logs_request(submission_id: str) -> ApiRequest:
     return ApiRequest("GET", f"/api/jobs/{quote(submission_id, safe='')}/logs")
 
 
+def driver_log_request(node_id: str, submission_id: str) -> ApiRequest:
+    """The job's driver log as raw bytes, from Ray's state API (its Jobs API endpoints read the log as
+    UTF-8 text and fail on any other byte)."""
+    filename = quote(f"job-driver-{submission_id}.log", safe="")
+    return ApiRequest("GET", f"/api/v0/logs/file?node_id={quote(node_id, safe='')}&filename={filename}&lines=-1")
+
+
 def stop_request(submission_id: str) -> ApiRequest:
     return ApiRequest("POST", f"/api/jobs/{quote(submission_id, safe='')}/stop")
 
@@ -108,10 +116,16 @@ def is_duplicate_submission(status: int, text: str) -> bool:
     return status >= 400 and "already exists" in text
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)\b.*:")
+
+
 def error_for(status: int, text: str, what: str) -> RayJobsApiError:
     """A readable error for a failed Jobs API call: the Ray traceback is cut to its last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    detail = lines[-1] if lines else ""
+    # Ray's head wraps the job agent's traceback and ends with a lone "." line: the last exception line
+    # says what went wrong (e.g. a UnicodeDecodeError reading a log that is not UTF-8).
+    raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    detail = raised[-1] if raised else lines[-1] if lines else ""
     kube_status = _kubernetes_status(text)
     if kube_status is not None:
         # Through the API-server proxy, Kubernetes itself may answer (RBAC, missing service).
@@ -147,13 +161,18 @@ def last_lines(text: str, count: int = LOG_TAIL_LINES) -> list[str]:
 RAY_MESSAGE_LOGS = ", last available logs ("
 
 
-def message_without_logs(message: str | None) -> str | None:
-    """Ray's job message without the log lines it appends, for a failure message that shows the log's
-    last lines itself (once)."""
+def message_without_logs(message: str | None, shown: list[str]) -> str | None:
+    """Ray's job message without the log lines it appends when the failure message shows them anyway
+    (they end the ``shown`` lines): each line once. Lines Ray has and ``shown`` lacks (the log could
+    not be read to its end) are kept."""
     if not message:
         return message
-    head, found, _ = message.partition(RAY_MESSAGE_LOGS)
-    return head if found else message
+    head, found, appended = message.partition(RAY_MESSAGE_LOGS)
+    # After the marker: "truncated to N chars):", then the lines.
+    lines = [line for line in appended.partition("\n")[2].rstrip("\n").split("\n") if line]
+    if not found or (lines and shown[-len(lines) :] != lines):
+        return message
+    return head
 
 
 def jobs_of_task(jobs: list[dict[str, Any]], task_key: str) -> list[dict[str, Any]]:

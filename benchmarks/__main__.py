@@ -1,8 +1,10 @@
 """Every benchmark in one command; results in benchmarks/results/<date>.json and .md, tables printed at the end.
 
-    .venv/bin/python -m benchmarks [--quick] [--skip-capacity] [--skip-kube]
+    .venv/bin/python -m benchmarks [--quick] [--skip-capacity] [--skip-memory] [--skip-kube]
 
 1. trigger capacity sweep (``python -m benchmarks.trigger_capacity``, a subprocess; its JSON is read back);
+   then the triggerer's memory against what a job prints (``python -m benchmarks.trigger_memory``: peak RSS
+   for a job printing 1 MiB vs 200 MiB on a real local Ray head; ``--quick``: 1 vs 20 MiB);
 2. real-path latency on the KubeRay control plane in a real Airflow stack (benchmarks/kuberay_latency.py):
    5 transient-cluster runs, then 20 jobs watched at once on one cluster;
 3. API economy (benchmarks/api_economy.py): requests per job-minute for a 60 s job, ours vs a fixed 5 s poll.
@@ -43,6 +45,19 @@ def capacity(quick: bool) -> dict[str, Any]:
     return data
 
 
+def memory(quick: bool) -> dict[str, Any]:
+    out = RESULTS / f"memory-{today()}{'-quick' if quick else ''}.json"
+    sizes = ["1", "20"] if quick else ["1", "200"]
+    command = [sys.executable, "-m", "benchmarks.trigger_memory", "--sizes-mb", *sizes, "--out", str(out)]
+    print("$ " + " ".join(command[1:]), flush=True)
+    done = subprocess.run(command, cwd=REPO)
+    if done.returncode != 0:
+        return {"failed": f"exit status {done.returncode}", "command": " ".join(command[1:])}
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["results_file"] = str(out.relative_to(REPO))
+    return data
+
+
 def capacity_table(data: dict[str, Any]) -> str:
     if "points" not in data:
         return f"(not run: {data.get('skipped') or data.get('failed')})"
@@ -78,6 +93,12 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     if "capacity" in results:
         parts += ["", "## Trigger capacity", "", capacity_table(results["capacity"])]
+    if "memory" in results:
+        from benchmarks import trigger_memory
+
+        mem = results["memory"]
+        shown = trigger_memory.table(mem) if "runs" in mem else f"(not run: {mem.get('failed')})"
+        parts += ["", "## Triggerer memory against job output", "", shown]
     if "latency" in results:
         lat = results["latency"]
         parts += [
@@ -110,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-capacity", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-kube", action="store_true")
     args = parser.parse_args()
     started = time.time()
@@ -121,6 +143,8 @@ def main() -> None:
     }
     if not args.skip_capacity:
         results["capacity"] = capacity(args.quick)
+    if not args.skip_memory:
+        results["memory"] = memory(args.quick)
     if not args.skip_kube:
         results.update(kube_parts(args.quick))
     results["loadavg_end"] = loadavg()

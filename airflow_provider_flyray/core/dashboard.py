@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from airflow_provider_flyray import jobs_api
+from airflow_provider_flyray import jobs_api, log_text
 from airflow_provider_flyray.core.errors import dashboard_tls_error
 from airflow_provider_flyray.errors import RayJobsApiError
 from airflow_provider_flyray.jobs_api import ApiRequest, DashboardEndpoint, JobSubmission
@@ -24,6 +24,10 @@ DASHBOARD_TIMEOUT = 30.0
 # the trigger should find out (and retry) well before the general timeout.
 STATUS_TIMEOUT = 10.0
 VERSION_TIMEOUT = 5.0
+# The end-of-job log is read in pieces of this many bytes (never whole: it can be gigabytes).
+LOG_CHUNK_BYTES = 256 * 1024
+# Of a failed log call, this much of the answer is read for the error message.
+ERROR_BODY_BYTES = 8192
 # A call bounded by a deadline still gets this long (a deadline already past must not make it 0).
 MIN_TIMEOUT = 0.1
 
@@ -110,11 +114,43 @@ class DashboardClient:
             return False
         return bool(interpret_response(status, text, f"stop Ray job {submission_id}").get("stopped"))
 
-    async def get_job_logs(
-        self, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
-    ) -> str:
-        status, text = await self.call(endpoint, jobs_api.logs_request(submission_id), timeout=timeout)
-        return str(interpret_response(status, text, f"logs of Ray job {submission_id}").get("logs", ""))
+    async def stream_log(
+        self, endpoint: DashboardEndpoint, request: ApiRequest, what: str, raw: bool, total: float | None
+    ) -> AsyncIterator[str]:
+        """A whole log as text pieces, read as it arrives: the value of ``GET /api/jobs/{id}/logs``
+        (``raw=False``, a JSON string) or raw bytes decoded with replacement characters (``raw=True``).
+        A long log may take longer than DASHBOARD_TIMEOUT: only each read is bounded, and ``total``."""
+        try:
+            async with self.http.request(
+                request.method,
+                endpoint.url(request.path),
+                headers=endpoint.headers,
+                ssl=endpoint.ssl_context,
+                timeout=aiohttp.ClientTimeout(total=total, sock_connect=DASHBOARD_TIMEOUT, sock_read=DASHBOARD_TIMEOUT),
+            ) as response:
+                if response.status >= 400:
+                    body = await response.content.read(ERROR_BODY_BYTES)
+                    raise jobs_api.error_for(response.status, body.decode("utf-8", "replace"), what)
+                decode = log_text.utf8_text_decoder().decode if raw else log_text.JsonStringStream().feed
+                async for chunk in response.content.iter_chunked(LOG_CHUNK_BYTES):
+                    if text := decode(chunk, False):
+                        yield text
+                if text := decode(b"", True):
+                    yield text
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise dashboard_tls_error(endpoint, exc) from None
+
+    def job_log_text(
+        self, endpoint: DashboardEndpoint, submission_id: str, total: float | None = None
+    ) -> AsyncIterator[str]:
+        request = jobs_api.logs_request(submission_id)
+        return self.stream_log(endpoint, request, f"logs of Ray job {submission_id}", False, total)
+
+    def driver_log_text(
+        self, endpoint: DashboardEndpoint, node_id: str, submission_id: str, total: float | None = None
+    ) -> AsyncIterator[str]:
+        request = jobs_api.driver_log_request(node_id, submission_id)
+        return self.stream_log(endpoint, request, f"driver log of Ray job {submission_id}", True, total)
 
     async def tail_job_logs(self, endpoint: DashboardEndpoint, submission_id: str) -> AsyncIterator[str]:
         """Text chunks from the WebSocket log tail; ends when Ray closes it (normally: the job ended)."""

@@ -95,21 +95,31 @@ class JobWait:
                     wait = min(wait, UNREACHABLE_RETRY)
                 wake.clear()
                 if tail is not None and tail.done() and info is not None:
-                    tail = self._open_tail(wake)  # the tail closed but the job is not over: it dropped
+                    # The tail closed but the job is not over: it dropped. One that brought nothing new
+                    # (Ray closes it at once after a byte that is not UTF-8) waits a poll interval.
+                    assert self.logs is not None
+                    tail = self._open_tail(wake, 0.0 if self.logs.tail_progressed else self.poll_interval)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=wait)
         finally:
-            # Ray closes the tail seconds after the job ends: don't wait for it (the rest is read whole).
+            # Ray closes the tail seconds after the job ends: don't wait for it (the rest is streamed).
             for task in (gone_watch, tail):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-    def _open_tail(self, closed: asyncio.Event) -> asyncio.Task[None] | None:
+    def _open_tail(self, closed: asyncio.Event, delay: float = 0.0) -> asyncio.Task[None] | None:
         if self.logs is None:
             return None
-        return asyncio.create_task(self.logs.follow(self.session.dashboard, self.endpoint, self.submission_id, closed))
+        logs = self.logs
+
+        async def follow() -> None:
+            if delay:
+                await asyncio.sleep(delay)
+            await logs.follow(self.session.dashboard, self.endpoint, self.submission_id, closed)
+
+        return asyncio.create_task(follow())
 
     async def raise_if_gone(self) -> None:
         if (gone := await self.backend.gone_reason(self.session, self.ref)) is not None:

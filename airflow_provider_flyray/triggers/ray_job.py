@@ -274,25 +274,23 @@ class RayJobTrigger(BaseTrigger):
         # Past the deadline, the stop and the last lines are best effort within a short budget: a
         # dashboard that hangs must not hold the timeout back.
         stopped = await self._stop_quietly(session, self._endpoint, submission_id, timeout=AFTER_DEADLINE_CALL)
-        logs = await self._full_logs(session, self._endpoint, submission_id, timeout=AFTER_DEADLINE_CALL)
+        await self._read_rest(session, None, submission_id, total=AFTER_DEADLINE_CALL)
         return self.event(
             Outcome.TIMEOUT,
             reason=f"execution_timeout reached; Ray job {submission_id} {'stopped' if stopped else 'stop requested'}",
             submission_id=submission_id,
-            log_tail=jobs_api.last_lines(logs),
+            log_tail=self._logs.last.lines(),
         )
 
     async def finished(self, session: RaySession, info: dict[str, Any]) -> RayJobEvent:
         """The job is over: show the rest of its log, say how it ended, keep the cluster if asked."""
         assert self._endpoint is not None
         submission_id = str(info.get("submission_id") or self._active_submission_id)
-        logs = await self._full_logs(session, self._endpoint, submission_id)
-        if self.get_logs:
-            self._logs.show_rest(logs)
+        await self._read_rest(session, info, submission_id)
         status = job_status_of(info)
-        log_tail = jobs_api.last_lines(logs)
+        log_tail = self._logs.last.lines()
         # The failure message shows the log's last lines; Ray's message repeats them: keep them once.
-        message = jobs_api.message_without_logs(info.get("message")) if log_tail else info.get("message")
+        message = jobs_api.message_without_logs(info.get("message"), log_tail)
         outcome, reason = outcome_of_job(status, submission_id, message)
         if outcome is not Outcome.SUCCESS:
             # A job killed by its cluster going away should say so, not just "FAILED".
@@ -311,7 +309,7 @@ class RayJobTrigger(BaseTrigger):
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
             log_tail=log_tail,
-            result=self.job_result(info, logs),
+            result=self.job_result(info, log_tail),
         )
         if self.keep_alive_seconds and self.ref.owned:
             keep = float(self.keep_alive_seconds)
@@ -322,19 +320,23 @@ class RayJobTrigger(BaseTrigger):
             await asyncio.sleep(keep)
         return event
 
-    def job_result(self, info: dict[str, Any], logs: str) -> Any:
-        """The JSON value the job produced for XCom, read from its log; None here (plain entrypoints
-        report only their status). Subclasses for Python-function jobs override this."""
+    def job_result(self, info: dict[str, Any], last_lines: list[str]) -> Any:
+        """The JSON value the job produced for XCom, read from the last lines of its log (the trigger
+        never holds a whole log); None here (plain entrypoints report only their status). Subclasses
+        for Python-function jobs override this."""
         return None
 
-    async def _full_logs(
-        self, session: RaySession, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT
-    ) -> str:
+    async def _read_rest(
+        self, session: RaySession, info: dict[str, Any] | None, submission_id: str, total: float | None = None
+    ) -> None:
+        """What the tail had not shown of the log (streamed, never held whole); its last lines are kept."""
+        assert self._endpoint is not None
         try:
-            return await session.dashboard.get_job_logs(endpoint, submission_id, timeout=timeout)
-        except Exception as exc:
+            await self._logs.read_rest(
+                session.dashboard, self._endpoint, info, submission_id, show=self.get_logs, total=total
+            )
+        except Exception as exc:  # the outcome is known: a log that cannot be read must not hide it
             self.log.warning("Could not read the logs of Ray job %s: %s", submission_id, exc)
-            return ""
 
     async def _stop_quietly(
         self, session: RaySession, endpoint: DashboardEndpoint, submission_id: str, timeout: float = DASHBOARD_TIMEOUT

@@ -316,3 +316,66 @@ def test_startup_timeout_is_named_when_the_dashboard_is_not_up_in_time():
     assert event["status"] == "failed" and event["phase"] == "startup"
     assert event["reason"].startswith("startup_timeout (1s) reached before the Ray dashboard"), event["reason"]
     assert "raise the operator's startup_timeout" in event["reason"]
+
+
+# ---- hostile output (issue 15): what Ray 2.60 really does with it, and what reaches the task log ---------
+# Ray's Jobs API reads the driver log as UTF-8 text: at a byte that is not UTF-8 its tail closes and
+# GET /api/jobs/{id}/logs answers 500; the trigger then reads the state API's raw driver log.
+
+BAD_BYTES_MIDWAY = "printf 'before\\n'; sleep 1.5; printf 'mid \\377\\376 bad\\n'; sleep 1.5; printf 'after\\n'"
+
+
+def own(lines: list[str]) -> list[str]:
+    """The job's own lines: Ray's "Runtime env is setting up" and "Running entrypoint" lines dropped (the
+    latter may come after the job's output)."""
+    return [line for line in lines if "job_manager.py" not in line and not line.startswith("Running entrypoint")]
+
+
+def job_lines(lines: list[str]) -> list[str]:
+    """The job's own output lines from the captured task log."""
+    # structlog's console line: "<time> [info     ] [ray] <text>   [<logger>] loc=..."
+    shown = [
+        line.split("[ray] ", 1)[1].rsplit(" [airflow_provider_flyray.", 1)[0].rstrip()
+        for line in lines
+        if "[ray] " in line
+    ]
+    return own(shown)
+
+
+def test_bytes_that_are_not_utf8_reach_the_task_log_and_nothing_after_them_is_lost(address_ref, capsys):
+    event = run_to_event(make_trigger(address_ref, BAD_BYTES_MIDWAY))
+    out = capsys.readouterr().out
+    assert event["status"] == "success"
+    assert job_lines(out.splitlines()) == ["before", "mid \ufffd\ufffd bad", "after"], out
+    assert own(event["log_tail"])[-3:] == ["before", "mid \ufffd\ufffd bad", "after"]
+    assert "it was read as bytes" in out and "UnicodeDecodeError" in out  # one line says why
+
+
+def test_a_job_failing_after_a_bad_byte_keeps_its_last_lines(address_ref, capsys):
+    event = run_to_event(make_trigger(address_ref, "printf 'x\\n\\377\\nlast1\\nlast2\\n'; exit 3"))
+    out = capsys.readouterr().out
+    assert event["status"] == "failed" and event["driver_exit_code"] == 3
+    assert own(event["log_tail"])[-4:] == ["x", "\ufffd", "last1", "last2"]
+    assert job_lines(out.splitlines())[-2:] == ["last1", "last2"], out
+
+
+def test_terminal_control_sequences_are_removed_and_colour_kept(address_ref, capsys):
+    entrypoint = "printf 'a\\033[2Jb\\n\\033]0;title\\007c\\n\\000nul\\033[1A\\n\\033[31mred\\033[0m\\n'"
+    event = run_to_event(make_trigger(address_ref, entrypoint))
+    out = capsys.readouterr().out
+    assert event["status"] == "success"
+    assert own(event["log_tail"])[-4:] == ["ab", "c", "nul", "\x1b[31mred\x1b[0m"]
+    for raw in ("\x1b[2J", "\x1b]0;", "\x07", "\x00", "\x1b[1A"):
+        assert raw not in out
+    assert job_lines(out.splitlines())[-4:-1] == ["ab", "c", "nul"]
+
+
+def test_a_progress_bar_rewritten_with_cr_reaches_the_task_log_without_raw_cr(address_ref, capsys):
+    # Ray 2.60's text-mode reads turn each \r into \n before the Jobs API sends anything: the frames
+    # arrive as separate lines (each shown once, no raw \r); the last state is the last of them.
+    event = run_to_event(make_trigger(address_ref, "printf 'p 10%%\\rp 50%%\\rp 100%%\\ndone\\n'"))
+    out = capsys.readouterr().out
+    assert event["status"] == "success"
+    assert "\r" not in out
+    assert job_lines(out.splitlines())[-2:] == ["p 100%", "done"]
+    assert own(event["log_tail"])[-4:] == ["p 10%", "p 50%", "p 100%", "done"]

@@ -51,6 +51,40 @@ from typing import Any, NamedTuple
 from aiohttp import WSCloseCode, web
 
 RECORDED = Path(__file__).parent / "recorded" / "ray-2.60"
+# Output is kept as text; a byte that is not UTF-8 is kept as its surrogate escape ("\udcff" for \377),
+# as ``bytes.decode("utf-8", "surrogateescape")`` gives it (see :func:`raw`).
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+# Ray's tail frames: file_tail_iterator yields up to 10 lines (or 20,000 characters) at a time.
+TAIL_FRAME_LINES = 10
+# What Ray 2.60's dashboard answers GET /api/jobs/{id}/logs with when the log is not UTF-8 (a 500 with the
+# traceback of the job agent's text-mode read; its last line, as recorded).
+NOT_UTF8_TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "ray/dashboard/modules/job/job_head.py", line 591, in get_job_logs\n'
+    "    await job_agent_client.get_job_logs_internal(job.submission_id)\n"
+    "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position {position}: invalid start byte\n"
+    ".\n"
+)
+
+
+def raw(data: bytes) -> str:
+    """Raw output bytes as the double keeps them (bytes that are not UTF-8 as surrogate escapes)."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def ray_text(output: str) -> str:
+    """What Ray's text-mode reads make of the log: universal newlines (\r and \r\n become \n)."""
+    return output.replace("\r\n", "\n").replace("\r", "\n") if "\r" in output else output
+
+
+def ray_frames(text: str) -> list[str]:
+    """``text`` in the frames Ray's tail sends: up to 10 lines each."""
+    if text.count("\n") <= TAIL_FRAME_LINES:
+        return [text]
+    lines = text.splitlines(keepends=True)
+    return ["".join(lines[i : i + TAIL_FRAME_LINES]) for i in range(0, len(lines), TAIL_FRAME_LINES)]
+
+
 ID_PATTERN = re.compile(r"-(\d+)$")  # bench job ids end in their index: the schedule is keyed by it
 
 
@@ -100,6 +134,7 @@ class FakeRayDashboard:
         self.requests: dict[str, int] = {}
         self.sockets: set[web.WebSocketResponse] = set()
         self._list_cache: bytes | None = None
+        self.driver_log_works = True  # False: the state API's log read fails too (500)
 
     # ---- templating ---------------------------------------------------------------------------------
 
@@ -225,7 +260,26 @@ class FakeRayDashboard:
     async def logs(self, request: web.Request) -> web.Response:
         self.count("logs")
         job = self._job_or_404(request)
-        return job if isinstance(job, web.Response) else web.json_response({"logs": job.output})
+        if isinstance(job, web.Response):
+            return job
+        if (bad := NOT_UTF8.search(job.output)) is not None:  # Ray's text-mode read raises: a 500
+            return web.Response(status=500, text=NOT_UTF8_TRACEBACK.format(position=bad.start()))
+        return web.json_response({"logs": ray_text(job.output)})
+
+    async def driver_log(self, request: web.Request) -> web.StreamResponse:
+        """The state API's raw file read (``/api/v0/logs/file?node_id=..&filename=job-driver-{id}.log``)."""
+        self.count("driver_log")
+        filename = request.query.get("filename", "")
+        job = self.jobs.get(filename.removeprefix("job-driver-").removesuffix(".log"))
+        if job is None or not request.query.get("node_id") or not self.driver_log_works:
+            return web.Response(status=500, text="500 Internal Server Error\n\nServer got itself in trouble")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        data = job.output.encode("utf-8", "surrogateescape")
+        for at in range(0, len(data), 65536):
+            await response.write(data[at : at + 65536])
+        await response.write_eof()
+        return response
 
     async def tail(self, request: web.Request) -> web.StreamResponse:
         """Ray's tail loop: read to EOF, sleep, send; on an empty read check the status, sleep again."""
@@ -242,7 +296,10 @@ class FakeRayDashboard:
                 chunk, sent = job.output[sent:], len(job.output)
                 await asyncio.sleep(self.tail_sleep)  # file_tail_iterator sleeps at EOF before yielding
                 if chunk:
-                    await ws.send_str(chunk)
+                    if NOT_UTF8.search(chunk) is not None:
+                        break  # Ray's text-mode readline raises: the tail closes, the read's chunk unsent
+                    for frame in ray_frames(ray_text(chunk)):
+                        await ws.send_str(frame)
                     continue
                 if finished:
                     break
@@ -285,6 +342,7 @@ def make_app(dashboard: FakeRayDashboard, middlewares: Iterable[Any] = ()) -> we
             web.post("/api/jobs/{submission_id}/stop", dashboard.stop),
             web.get("/api/jobs/{submission_id}/logs", dashboard.logs),
             web.get("/api/jobs/{submission_id}/logs/tail", dashboard.tail),
+            web.get("/api/v0/logs/file", dashboard.driver_log),
             web.post("/bench/start", dashboard.bench_start),
             web.get("/bench/ends", dashboard.bench_ends),
         ]
@@ -306,6 +364,7 @@ RAY_MAX_LOG_SIZE = 20_000
 
 def ray_failed_message(exit_code: int | None, output: str) -> str:
     """What Ray 2.60's job supervisor writes as the message of a job whose entrypoint failed."""
+    output = NOT_UTF8.sub("\ufffd", output)  # Ray reads these last lines as bytes, with replacement
     tail = "".join(output.splitlines(keepends=True)[-RAY_FAILED_LOG_LINES:])[-RAY_MAX_LOG_SIZE:]
     if tail:
         return (
@@ -495,11 +554,12 @@ class RecordedRay(FakeRayDashboard):
         job.output += job.script.lines[job.printed] + "\n"
         job.printed += 1
 
-    def write(self, submission_id: str, text: str) -> None:
-        """Append raw output to a running job (no newline added: a partial line stays partial)."""
+    def write(self, submission_id: str, text: str | bytes) -> None:
+        """Append raw output to a running job (no newline added: a partial line stays partial); bytes
+        may be anything (see :func:`raw`)."""
         job = self.jobs[submission_id]
         if not job.terminal:
-            job.output += text
+            job.output += raw(text) if isinstance(text, bytes) else text
 
     def end(
         self,

@@ -165,9 +165,12 @@ def test_rays_failure_message_keeps_its_summary_without_the_log_lines():
         "Job entrypoint command failed with exit code 3, last available logs (truncated to 20,000 chars):\n"
         "about to fail\n"
     )
-    assert message_without_logs(message) == "Job entrypoint command failed with exit code 3"
-    assert message_without_logs("Job was intentionally stopped.") == "Job was intentionally stopped."
-    assert message_without_logs(None) is None
+    shown = ["starting", "about to fail"]
+    assert message_without_logs(message, shown) == "Job entrypoint command failed with exit code 3"
+    # Lines the shown tail lacks (the log could not be read to its end) stay in the message.
+    assert message_without_logs(message, ["starting"]) == message
+    assert message_without_logs("Job was intentionally stopped.", shown) == "Job was intentionally stopped."
+    assert message_without_logs(None, shown) is None
 
 
 def test_the_non_deferrable_wait_ends_before_airflows_timeout_alarm():

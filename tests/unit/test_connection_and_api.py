@@ -125,6 +125,17 @@ def test_jobs_api_requests_and_errors():
     assert "Kubernetes refused the request through the API-server proxy" in str(
         jobs_api.error_for(403, kube_403, "get")
     )
+    # Ray 2.60's answer to GET .../logs of a log that is not UTF-8 (the agent's traceback, then ".").
+    ray_500 = (
+        'Traceback (most recent call last):\n  File "job_head.py", line 591, in get_job_logs\n'
+        "RuntimeError: Request failed with status code 500: Traceback (most recent call last):\n"
+        '  File "<frozen codecs>", line 322, in decode\n'
+        "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 78: invalid start byte\n.\n"
+    )
+    assert str(jobs_api.error_for(500, ray_500, "logs")) == (
+        "logs failed with HTTP 500: UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 78: "
+        "invalid start byte"
+    )
     assert jobs_api.last_lines("a\nb\nc\n", 2) == ["b", "c"]
     jobs = [
         {"submission_id": "b", "start_time": 2, "metadata": {"airflow_task_key": "k"}},
