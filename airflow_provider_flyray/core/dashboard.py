@@ -7,6 +7,7 @@ credentials) built by the cluster's backend; nothing here knows about Kubernetes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -46,9 +47,11 @@ class DashboardClient:
     def __init__(self, http: aiohttp.ClientSession) -> None:
         self.http = http
 
-    async def call(
-        self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: float = DASHBOARD_TIMEOUT
-    ) -> tuple[int, str]:
+    @contextlib.asynccontextmanager
+    async def _open(
+        self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: aiohttp.ClientTimeout
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Send ``request``; a certificate that is not trusted fails at once, saying what to fix."""
         try:
             async with self.http.request(
                 request.method,
@@ -56,11 +59,17 @@ class DashboardClient:
                 json=request.json,
                 headers=endpoint.headers,
                 ssl=endpoint.ssl_context,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=timeout,
             ) as response:
-                return response.status, await response.text()
+                yield response
         except aiohttp.ClientConnectorCertificateError as exc:
             raise dashboard_tls_error(endpoint, exc) from None
+
+    async def call(
+        self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: float = DASHBOARD_TIMEOUT
+    ) -> tuple[int, str]:
+        async with self._open(endpoint, request, aiohttp.ClientTimeout(total=timeout)) as response:
+            return response.status, await response.text()
 
     async def version(self, endpoint: DashboardEndpoint, timeout: float = VERSION_TIMEOUT) -> dict[str, Any]:
         status, text = await self.call(endpoint, jobs_api.version_request(), timeout=timeout)
@@ -120,25 +129,17 @@ class DashboardClient:
         """A whole log as text pieces, read as it arrives: the value of ``GET /api/jobs/{id}/logs``
         (``raw=False``, a JSON string) or raw bytes decoded with replacement characters (``raw=True``).
         A long log may take longer than DASHBOARD_TIMEOUT: only each read is bounded, and ``total``."""
-        try:
-            async with self.http.request(
-                request.method,
-                endpoint.url(request.path),
-                headers=endpoint.headers,
-                ssl=endpoint.ssl_context,
-                timeout=aiohttp.ClientTimeout(total=total, sock_connect=DASHBOARD_TIMEOUT, sock_read=DASHBOARD_TIMEOUT),
-            ) as response:
-                if response.status >= 400:
-                    body = await response.content.read(ERROR_BODY_BYTES)
-                    raise jobs_api.error_for(response.status, body.decode("utf-8", "replace"), what)
-                decode = log_text.utf8_text_decoder().decode if raw else log_text.JsonStringStream().feed
-                async for chunk in response.content.iter_chunked(LOG_CHUNK_BYTES):
-                    if text := decode(chunk, False):
-                        yield text
-                if text := decode(b"", True):
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=DASHBOARD_TIMEOUT, sock_read=DASHBOARD_TIMEOUT)
+        async with self._open(endpoint, request, timeout) as response:
+            if response.status >= 400:
+                body = await response.content.read(ERROR_BODY_BYTES)
+                raise jobs_api.error_for(response.status, body.decode("utf-8", "replace"), what)
+            decode = log_text.utf8_text_decoder().decode if raw else log_text.JsonStringStream().feed
+            async for chunk in response.content.iter_chunked(LOG_CHUNK_BYTES):
+                if text := decode(chunk, False):
                     yield text
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise dashboard_tls_error(endpoint, exc) from None
+            if text := decode(b"", True):
+                yield text
 
     def job_log_text(
         self, endpoint: DashboardEndpoint, submission_id: str, total: float | None = None

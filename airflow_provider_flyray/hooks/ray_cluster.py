@@ -84,18 +84,17 @@ class RayClusterHook(KubernetesHook):
 
     @cached_property
     def settings(self) -> ConnectionSettings:
-        return parse_connection_extras(self.extras)
+        return parse_connection_extras(self.conn_extras)
 
     @cached_property
-    def extras(self) -> dict[str, Any]:
-        """The connection's extras, read once per hook; ``extra`` text that is not JSON is refused."""
+    def conn_extras(self) -> dict[str, Any]:
+        """KubernetesHook's view of the extras (read once per hook), but ``extra`` text that is not JSON
+        is refused instead of silently read as no extras."""
         if not self.conn_id:
             return {}
         connection = self.get_connection(self.conn_id)
         extras_from_text(connection.extra)
-        extras = dict(connection.extra_dejson)
-        self.__dict__["conn_extras"] = extras  # KubernetesHook's own view: the same, not read again
-        return extras
+        return dict(connection.extra_dejson)
 
     def get_namespace(self) -> str:
         return self._namespace_override or self.settings.namespace
@@ -103,7 +102,7 @@ class RayClusterHook(KubernetesHook):
     def validate(self) -> ConnectionSettings:
         """Parse the connection now: bad fields fail before anything is created."""
         settings = self.settings
-        path = self.extras.get("kube_config_path")
+        path = self.conn_extras.get("kube_config_path")
         if settings.backend != LOCAL_BACKEND and path and not os.access(str(path), os.R_OK):
             # The Kubernetes client would only say "Invalid kube-config file. No configuration found."
             raise ConfigError(
@@ -121,7 +120,7 @@ class RayClusterHook(KubernetesHook):
 
     def run(self, step: Callable[[RaySession], Awaitable[T]]) -> T:
         """Run ``step(session)`` on the portal thread, in a session with this connection's extras."""
-        extras = self.extras
+        extras = self.conn_extras
 
         async def with_session() -> T:
             async with RaySession(

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from functools import cached_property
 from typing import Any
 
 import aiohttp
@@ -129,7 +130,7 @@ class RayJobTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return f"{type(self).__module__}.{type(self).__qualname__}", {k: getattr(self, k) for k in TRIGGER_KWARGS}
 
-    @property
+    @cached_property
     def ref(self) -> ClusterRef:
         return ClusterRef.from_dict(self.cluster)
 
@@ -137,7 +138,7 @@ class RayJobTrigger(BaseTrigger):
     def backend(self) -> ClusterBackend:
         return backend_for(self.ref)
 
-    @property
+    @cached_property
     def job(self) -> JobSubmission:
         return JobSubmission.from_dict(self.submission)
 

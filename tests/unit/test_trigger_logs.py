@@ -10,15 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import AsyncIterator
-
-import pytest
 
 from airflow_provider_flyray.log_text import MAX_LINE_CHARS
-from tests.support.recorded_ray import RecordedRay, raw
-from tests.unit.test_trigger import (
-    TAIL_SLEEP,
-    TRIGGER_LOGGER,
+from tests.support.recorded_ray import raw
+from tests.support.trigger_double import (
     first_event,
     make_trigger,
     messages,
@@ -26,17 +21,6 @@ from tests.unit.test_trigger import (
     ray_lines,
     until,
 )
-
-
-@pytest.fixture
-async def ray() -> AsyncIterator[RecordedRay]:
-    async with RecordedRay(tail_sleep=TAIL_SLEEP) as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _capture_trigger_log(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger=TRIGGER_LOGGER)
 
 
 def own(lines: list[str]) -> list[str]:
