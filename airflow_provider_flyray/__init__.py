@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "FlyteRayOperator": "airflow_provider_flyray.operators.ray",
+    "ray_task": "airflow_provider_flyray.decorators.ray",
+    "RayDecoratedOperator": "airflow_provider_flyray.decorators.ray",
     "RayClusterHook": "airflow_provider_flyray.hooks.ray_cluster",
     "RayJobTrigger": "airflow_provider_flyray.triggers.ray_job",
     "RayJobConfig": "airflow_provider_flyray.config",
@@ -25,6 +27,7 @@ __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:
     from airflow_provider_flyray.config import HeadNodeConfig, RayJobConfig, WorkerNodeConfig
+    from airflow_provider_flyray.decorators.ray import RayDecoratedOperator, ray_task
     from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
     from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink
     from airflow_provider_flyray.operators.ray import FlyteRayOperator

@@ -47,7 +47,7 @@ class RayJobEvent:
     end_time: int | None = None
     # "startup" when the cluster or its dashboard never became usable.
     phase: str | None = None
-    # A JSON value the job produced for XCom (see RayJobTrigger.extract_result), or None.
+    # A function job's return value (JSON, read from its log: see results.py), for XCom; else None.
     result: Any = None
     # Epoch seconds of the milestones (see timings.py).
     timings: dict[str, float] = field(default_factory=dict)

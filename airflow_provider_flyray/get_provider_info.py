@@ -21,6 +21,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.operators.ray"]}],
         "hooks": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.hooks.ray_cluster"]}],
         "triggers": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.triggers.ray_job"]}],
+        "task-decorators": [{"name": "ray", "class-name": "airflow_provider_flyray.decorators.ray.ray_task"}],
         "extra-links": [
             "airflow_provider_flyray.links.ray.RayDashboardLink",
             "airflow_provider_flyray.links.ray.RayJobLink",

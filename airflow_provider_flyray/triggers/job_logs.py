@@ -22,6 +22,7 @@ from airflow_provider_flyray.core.dashboard import DashboardClient
 from airflow_provider_flyray.errors import RayJobsApiError
 from airflow_provider_flyray.jobs_api import LOG_TAIL_LINES, DashboardEndpoint
 from airflow_provider_flyray.log_text import LastLines, LineAssembler
+from airflow_provider_flyray.results import ResultFrames
 
 LINE_PREFIX = "[ray] "
 LOG_READ_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError, ValueError)
@@ -38,6 +39,12 @@ class JobLogStream:
         self.last = LastLines(LOG_TAIL_LINES)
         # Whether the last tail brought anything new (a tail Ray closes at once is not re-opened at once).
         self.tail_progressed = True
+        # Whether the tail's lines go to the task log (a function job is tailed for its result anyway).
+        self.show_tail = True
+        # A function job's result frames (see results.py): taken out of the lines before anything else.
+        self.frames: ResultFrames | None = None
+        # Set when the frames are complete: the job's end is near, JobWait confirms it at once.
+        self.result_seen = asyncio.Event()
 
     @property
     def log(self) -> logging.Logger | Any:
@@ -47,6 +54,10 @@ class JobLogStream:
         self.log.info("%s%s", LINE_PREFIX, line)
 
     def _take(self, lines: list[str], show: bool) -> None:
+        if self.frames is not None:
+            lines = self.frames.take(lines)
+            if self.frames.complete:
+                self.result_seen.set()
         if show:
             for line in lines:
                 self.show(line)
@@ -76,7 +87,7 @@ class JobLogStream:
         A re-opened tail replays from the start: what was shown is skipped."""
         before = self.shown_chars
         try:
-            await self._read(dashboard.tail_job_logs(endpoint, submission_id), show=True, complete=False)
+            await self._read(dashboard.tail_job_logs(endpoint, submission_id), show=self.show_tail, complete=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.log.debug("log tail of %s dropped: %s", submission_id, exc)
             await asyncio.sleep(1)

@@ -28,6 +28,10 @@ from airflow_provider_flyray.triggers.job_logs import JobLogStream
 
 # A tail that keeps closing (dropped streams) never checks the status more than twice a second.
 MIN_STATUS_GAP = 0.5
+# Once a function job's result frames arrived, its driver is exiting: the status is checked this often
+# (growing by CONFIRM_BACKOFF up to the poll interval), so its end is seen within ~0.1 s of Ray's.
+FAST_CONFIRM = 0.1
+CONFIRM_BACKOFF = 1.5
 # While the dashboard is unreachable, it is retried at least this often.
 UNREACHABLE_RETRY = 2.0
 TRANSIENT_DASHBOARD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError)
@@ -56,13 +60,17 @@ class JobWait:
         watch: asyncio.Task[str | None] = asyncio.create_task(self.backend.watch_gone(self.session, self.ref))
         watch.add_done_callback(lambda _: wake.set())
         gone_watch: asyncio.Task[str | None] | None = watch
+        result_watch = self._watch_result(wake)
+        confirm = FAST_CONFIRM
         try:
             while True:
                 if gone_watch is not None and gone_watch.done() and not gone_watch.cancelled():
                     if gone_watch.exception() is None and (gone := gone_watch.result()) is not None:
                         raise ClusterGoneError(gone)
                     gone_watch = None  # no watch, or the watch failed: the dashboard checks still notice
-                await asyncio.sleep(max(0.0, last_check + MIN_STATUS_GAP - time.monotonic()))
+                confirming = self.logs is not None and self.logs.result_seen.is_set()
+                gap = confirm if confirming else MIN_STATUS_GAP
+                await asyncio.sleep(max(0.0, last_check + gap - time.monotonic()))
                 last_check = time.monotonic()
                 left = None if self.deadline is None else self.deadline - time.time()
                 # A hung status call must not hold the execution deadline back.
@@ -93,6 +101,9 @@ class JobWait:
                 wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
                 if unreachable_since is not None:
                     wait = min(wait, UNREACHABLE_RETRY)
+                if confirming:
+                    wait = min(wait, confirm)
+                    confirm = min(confirm * CONFIRM_BACKOFF, self.poll_interval)
                 wake.clear()
                 if tail is not None and tail.done() and info is not None:
                     # The tail closed but the job is not over: it dropped. One that brought nothing new
@@ -103,11 +114,18 @@ class JobWait:
                     await asyncio.wait_for(wake.wait(), timeout=wait)
         finally:
             # Ray closes the tail seconds after the job ends: don't wait for it (the rest is streamed).
-            for task in (gone_watch, tail):
+            for task in (gone_watch, tail, result_watch):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+
+    def _watch_result(self, wake: asyncio.Event) -> asyncio.Task[bool] | None:
+        if self.logs is None or self.logs.frames is None:
+            return None
+        task = asyncio.create_task(self.logs.result_seen.wait())
+        task.add_done_callback(lambda _: wake.set())
+        return task
 
     def _open_tail(self, closed: asyncio.Event, delay: float = 0.0) -> asyncio.Task[None] | None:
         if self.logs is None:

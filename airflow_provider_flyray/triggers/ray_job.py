@@ -35,8 +35,10 @@ from airflow_provider_flyray.core.dashboard import DASHBOARD_TIMEOUT
 from airflow_provider_flyray.core.session import RaySession
 from airflow_provider_flyray.errors import ClusterGoneError, FlyrayError
 from airflow_provider_flyray.events import Outcome, RayJobEvent, outcome_of_job
+from airflow_provider_flyray.function_call import result_marker_of
 from airflow_provider_flyray.jobs_api import DashboardEndpoint, JobSubmission
 from airflow_provider_flyray.owners import Ending
+from airflow_provider_flyray.results import ResultFrames, function_verdict
 from airflow_provider_flyray.status import JobStatus, Startup, job_status_of
 from airflow_provider_flyray.timings import Timings
 from airflow_provider_flyray.triggers.job_logs import JobLogStream
@@ -238,13 +240,15 @@ class RayJobTrigger(BaseTrigger):
     async def ensure_submitted(self, session: RaySession) -> str:
         """Exactly once (see :mod:`.submission`)."""
         assert self._endpoint is not None
-        submission_id, now = await ensure_submitted(
-            session.dashboard, self._endpoint, self.job, self.owner_key, self.log
-        )
-        if now:
+        followed = await ensure_submitted(session.dashboard, self._endpoint, self.job, self.owner_key, self.log)
+        if followed.submitted_now:
             self._timings.mark("submitted")
-        self._active_submission_id = submission_id
-        return submission_id
+        self._active_submission_id = followed.submission_id
+        if (marker := result_marker_of(followed.runtime_env)) is not None:
+            # A function job (@task.ray): its result comes back as frames in its log (see results.py).
+            self._logs.frames = ResultFrames(marker)
+            self._logs.show_tail = self.get_logs
+        return followed.submission_id
 
     async def wait_for_job(self, session: RaySession, submission_id: str) -> RayJobEvent:
         assert self._endpoint is not None
@@ -254,7 +258,7 @@ class RayJobTrigger(BaseTrigger):
             self.ref,
             self._endpoint,
             submission_id,
-            logs=self._logs if self.get_logs else None,
+            logs=self._logs if self.get_logs or self._logs.frames is not None else None,
             poll_interval=self.poll_interval,
             deadline=self.deadline,
             unreachable_timeout=self.dashboard_unreachable_timeout,
@@ -293,6 +297,10 @@ class RayJobTrigger(BaseTrigger):
         # The failure message shows the log's last lines; Ray's message repeats them: keep them once.
         message = jobs_api.message_without_logs(info.get("message"), log_tail)
         outcome, reason = outcome_of_job(status, submission_id, message)
+        result = None
+        if self._logs.frames is not None:
+            verdict = function_verdict(self._logs.frames, outcome, reason, log_tail, submission_id)
+            outcome, reason, log_tail, result = verdict.outcome, verdict.reason, verdict.log_tail, verdict.result
         if outcome is not Outcome.SUCCESS:
             # A job killed by its cluster going away should say so, not just "FAILED".
             try:
@@ -310,7 +318,7 @@ class RayJobTrigger(BaseTrigger):
             start_time=info.get("start_time"),
             end_time=info.get("end_time"),
             log_tail=log_tail,
-            result=self.job_result(info, log_tail),
+            result=result,
         )
         if self.keep_alive_seconds and self.ref.owned:
             keep = float(self.keep_alive_seconds)
@@ -320,12 +328,6 @@ class RayJobTrigger(BaseTrigger):
             self.log.info("Keeping %s for %.0fs (ttl_seconds_after_finished) before cleanup", self.ref.describe(), keep)
             await asyncio.sleep(keep)
         return event
-
-    def job_result(self, info: dict[str, Any], last_lines: list[str]) -> Any:
-        """The JSON value the job produced for XCom, read from the last lines of its log (the trigger
-        never holds a whole log); None here (plain entrypoints report only their status). Subclasses
-        for Python-function jobs override this."""
-        return None
 
     async def _read_rest(
         self, session: RaySession, info: dict[str, Any] | None, submission_id: str, total: float | None = None

@@ -1,0 +1,1 @@
+"""TaskFlow decorators: ``@task.ray`` (registered through the provider info's ``task-decorators``)."""
