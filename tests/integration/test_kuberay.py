@@ -173,27 +173,3 @@ def test_cluster_deleted_mid_job_fails_at_once(core, custom, namespace):
     assert event["status"] in ("error", "failed") and "was deleted" in event["reason"], event
     assert seconds < 30
     wait_until_empty(core, custom, namespace)
-
-
-def test_decorated_function_on_transient_and_existing_clusters(core, custom, namespace, airflow_db):
-    """@task.ray on KubeRay: the seed's example on a transient cluster (worker group `test-group`), its
-    result passed as an argument to a second function on an existing cluster, through the API-server
-    proxy; both results in XCom (printed by `airflow dags test` as the downstream's input)."""
-    hook = RayClusterHook("ray_kube")
-    identity = TaskIdentity("shared", "decorated", uuid.uuid4().hex)
-    ref = create_cluster(hook, namespace, identity, RayJobConfig(head_node_config=SMALL_HEAD))
-    try:
-        output = dags_test(
-            "example_flyray_decorator_kuberay",
-            {"AIRFLOW_CONN_RAY_DEFAULT": os.environ["AIRFLOW_CONN_RAY_KUBE_PROXY"]},
-            conf={"n": 6, "cluster_name": ref.name, "namespace": namespace},
-        )
-        assert "state=success" in output, output[-4000:]
-        assert "FLYRAY_RESULT squares: [0, 1, 4, 9, 16, 25]" in output, output[-4000:]
-        assert "FLYRAY_RESULT on the existing cluster: {'same': True, 'cpus': 1.0}" in output
-        assert "Released RayCluster" in output
-        assert "##flyray:" not in output  # result frames never reach the task log
-        assert [c["metadata"]["name"] for c in clusters_in(custom, namespace)] == [ref.name]
-    finally:
-        hook.delete_cluster(ref, identity.task_key)
-    wait_until_empty(core, custom, namespace)
