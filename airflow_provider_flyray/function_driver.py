@@ -24,6 +24,7 @@ import linecache
 import os
 import sys
 import traceback
+from collections.abc import MutableMapping
 from typing import Any
 
 DRIVER_ENV = "FLYRAY_DRIVER"
@@ -97,7 +98,7 @@ def _emit(marker: str, record: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run(environ: dict[str, str] | os._Environ[str] = os.environ) -> int:
+def run(environ: MutableMapping[str, str] = os.environ) -> int:
     """Call the function of ``FLYRAY_CALL`` and frame its outcome; the driver's exit code."""
     marker = environ.pop(MARKER_ENV)
     call = json.loads(environ.pop(CALL_ENV))

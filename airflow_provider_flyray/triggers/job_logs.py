@@ -43,8 +43,12 @@ class JobLogStream:
         self.show_tail = True
         # A function job's result frames (see results.py): taken out of the lines before anything else.
         self.frames: ResultFrames | None = None
-        # Set when the frames are complete: the job's end is near, JobWait confirms it at once.
-        self.result_seen = asyncio.Event()
+        # The open tail's wake-up event (JobWait's): set when the frames complete, the job's end is near.
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def result_complete(self) -> bool:
+        return self.frames is not None and self.frames.complete
 
     @property
     def log(self) -> logging.Logger | Any:
@@ -56,8 +60,8 @@ class JobLogStream:
     def _take(self, lines: list[str], show: bool) -> None:
         if self.frames is not None:
             lines = self.frames.take(lines)
-            if self.frames.complete:
-                self.result_seen.set()
+            if self.frames.complete and self._wake is not None:
+                self._wake.set()
         if show:
             for line in lines:
                 self.show(line)
@@ -86,6 +90,7 @@ class JobLogStream:
         """Stream the WebSocket tail until Ray closes it, then set ``closed`` (the early end signal).
         A re-opened tail replays from the start: what was shown is skipped."""
         before = self.shown_chars
+        self._wake = closed
         try:
             await self._read(dashboard.tail_job_logs(endpoint, submission_id), show=self.show_tail, complete=False)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:

@@ -60,7 +60,6 @@ class JobWait:
         watch: asyncio.Task[str | None] = asyncio.create_task(self.backend.watch_gone(self.session, self.ref))
         watch.add_done_callback(lambda _: wake.set())
         gone_watch: asyncio.Task[str | None] | None = watch
-        result_watch = self._watch_result(wake)
         confirm = FAST_CONFIRM
         try:
             while True:
@@ -68,7 +67,7 @@ class JobWait:
                     if gone_watch.exception() is None and (gone := gone_watch.result()) is not None:
                         raise ClusterGoneError(gone)
                     gone_watch = None  # no watch, or the watch failed: the dashboard checks still notice
-                confirming = self.logs is not None and self.logs.result_seen.is_set()
+                confirming = self.logs is not None and self.logs.result_complete
                 gap = confirm if confirming else MIN_STATUS_GAP
                 await asyncio.sleep(max(0.0, last_check + gap - time.monotonic()))
                 last_check = time.monotonic()
@@ -114,18 +113,11 @@ class JobWait:
                     await asyncio.wait_for(wake.wait(), timeout=wait)
         finally:
             # Ray closes the tail seconds after the job ends: don't wait for it (the rest is streamed).
-            for task in (gone_watch, tail, result_watch):
+            for task in (gone_watch, tail):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-
-    def _watch_result(self, wake: asyncio.Event) -> asyncio.Task[bool] | None:
-        if self.logs is None or self.logs.frames is None:
-            return None
-        task = asyncio.create_task(self.logs.result_seen.wait())
-        task.add_done_callback(lambda _: wake.set())
-        return task
 
     def _open_tail(self, closed: asyncio.Event, delay: float = 0.0) -> asyncio.Task[None] | None:
         if self.logs is None:
