@@ -271,9 +271,8 @@ class RayJobConfig:
             raise ConfigError(
                 "autoscaler_options", "is set but enable_autoscaling is False; set enable_autoscaling=True"
             )
-        # runtime_env may be a Jinja template string when it comes from the operator; only dicts are checked here.
-        if not isinstance(self.runtime_env, str):
-            self.runtime_env = validate_runtime_env(self.runtime_env, "ray_job_config.runtime_env")
+        # Not templated (templates belong in the operator's runtime_env): a string is refused at parse time.
+        self.runtime_env = validate_runtime_env(self.runtime_env, "ray_job_config.runtime_env")
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
             raise ConfigError(
                 "address", f"expected a Ray dashboard URL like 'http://ray-head:8265', got {self.address!r}"

@@ -70,11 +70,7 @@ def check_rendered_names(**names: Any) -> None:
 def rendered_runtime_env(own: Any, config: RayJobConfig) -> dict[str, Any] | None:
     """The job's runtime_env: the operator's or the config's, never both."""
     checked = validate_runtime_env(own, "runtime_env")
-    from_config = config.runtime_env
-    if isinstance(from_config, str):
-        raise ConfigError(
-            "ray_job_config.runtime_env", "expected a dict (templates belong in the operator's runtime_env)"
-        )
+    from_config = config.runtime_env  # checked when the config was built
     if checked is not None and from_config is not None:
         raise ConfigError("runtime_env", "set on both the operator and ray_job_config; keep one of them")
     return checked if checked is not None else from_config

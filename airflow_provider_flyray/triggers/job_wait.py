@@ -32,6 +32,13 @@ MIN_STATUS_GAP = 0.5
 # (growing by CONFIRM_BACKOFF up to the poll interval), so its end is seen within ~0.1 s of Ray's.
 FAST_CONFIRM = 0.1
 CONFIRM_BACKOFF = 1.5
+# A function job's first seconds: Ray's tail sends lines once a second and, for a job that ends before
+# the tail is attached, its last lines arrive 2-3 s after the end. Its status is checked from 0.1 s on,
+# growing by EARLY_BACKOFF to EARLY_CAP, for EARLY_WINDOW seconds (at most ~70 extra checks per job);
+# later the tail's frames are what ends the wait early.
+EARLY_BACKOFF = 1.3
+EARLY_CAP = 0.5
+EARLY_WINDOW = 30.0
 # While the dashboard is unreachable, it is retried at least this often.
 UNREACHABLE_RETRY = 2.0
 TRANSIENT_DASHBOARD_ERRORS = (TimeoutError, aiohttp.ClientError, OSError, RayJobsApiError)
@@ -61,6 +68,8 @@ class JobWait:
         watch.add_done_callback(lambda _: wake.set())
         gone_watch: asyncio.Task[str | None] | None = watch
         confirm = FAST_CONFIRM
+        started = time.monotonic()
+        early = FAST_CONFIRM if self.logs is not None and self.logs.frames is not None else None
         try:
             while True:
                 if gone_watch is not None and gone_watch.done() and not gone_watch.cancelled():
@@ -68,7 +77,10 @@ class JobWait:
                         raise ClusterGoneError(gone)
                     gone_watch = None  # no watch, or the watch failed: the dashboard checks still notice
                 confirming = self.logs is not None and self.logs.result_complete
-                gap = confirm if confirming else MIN_STATUS_GAP
+                if early is not None and time.monotonic() - started > EARLY_WINDOW:
+                    early = None
+                fast = confirm if confirming else early
+                gap = MIN_STATUS_GAP if fast is None else fast
                 await asyncio.sleep(max(0.0, last_check + gap - time.monotonic()))
                 last_check = time.monotonic()
                 left = None if self.deadline is None else self.deadline - time.time()
@@ -100,9 +112,12 @@ class JobWait:
                 wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
                 if unreachable_since is not None:
                     wait = min(wait, UNREACHABLE_RETRY)
+                if fast is not None:
+                    wait = min(wait, fast)
                 if confirming:
-                    wait = min(wait, confirm)
                     confirm = min(confirm * CONFIRM_BACKOFF, self.poll_interval)
+                elif early is not None:
+                    early = min(early * EARLY_BACKOFF, EARLY_CAP)
                 wake.clear()
                 if tail is not None and tail.done() and info is not None:
                     # The tail closed but the job is not over: it dropped. One that brought nothing new

@@ -14,6 +14,7 @@ Used by tests/faults/test_bad_inputs.py; the generated DAG files import this mod
 
 from __future__ import annotations
 
+import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ class Case:
     conn: dict[str, Any] | None = None  # run cases: connection extras over the good ones (None: good connection)
     what: str = ""
     conn_text: str | None = None  # run cases: the connection's whole `extra` text instead (e.g. not JSON)
+    # @task.ray cases: the decorated function (a name in FUNCTIONS) and the call's arguments; ``op`` holds
+    # the decorator's kwargs then.
+    function: str | None = None
+    call: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})
 
     @property
     def task_id(self) -> str:
@@ -130,12 +135,48 @@ CASES: list[Case] = [
     Case("conn-undefined", "run", "conn_id `no_such_flyray_conn`", "isn't defined", {"ray_conn_id": "no_such_flyray_conn"}),
     # Airflow reads extra text that is not JSON as {}: it used to select the Kubernetes backend silently.
     Case("conn-extra-not-json", "run", "connection.extra", "is not valid JSON", conn_text="{backend: local}"),
+    # @task.ray ------------------------------------------------------------------------------------------
+    Case("task-lambda", "parse", "python_callable", "define the function with `def`", function="lambda"),
+    Case("task-async", "parse", "python_callable", "is `async def`", function="async"),
+    Case("task-closure", "parse", "python_callable", "variables of its enclosing function (scale)", function="closure"),
+    Case("task-entrypoint", "parse", "entrypoint", "it takes no entrypoint", {"entrypoint": "echo hi"}, function="plain"),
+    Case("task-arg-datetime", "run", "op_args[0]", "argument 'value' (datetime.datetime) cannot be sent to the Ray job as JSON", function="plain", call=((datetime.datetime(2026, 1, 2),), {})),
+    Case("task-arg-set", "run", "op_kwargs['other']", "argument 'other'['tags'] (set) cannot be sent", function="plain", call=((1,), {"other": {"tags": {"a"}}})),
+    Case("task-arg-int-key", "run", "op_kwargs['other']", "a key of type int: JSON keys are strings", function="plain", call=((), {"other": {1: "one"}})),
+    Case("task-args-too-big", "run", "op_args/op_kwargs", "fit in a Ray job's environment", function="plain", call=(("x" * 130_000,), {})),
+    Case("task-env-clash", "run", "runtime_env.env_vars", "are set by @task.ray; rename them", {"runtime_env": {"env_vars": {"FLYRAY_RESULT_MARKER": "mine"}}}, function="plain"),
 ]
 # fmt: on
 
 for case in CASES:
     case.what = case.what or case.id.replace("-", " ")
 assert len({c.id for c in CASES}) == len(CASES)
+
+
+# @task.ray cases' functions (module level, as in a DAG file).
+def plain(value: Any = None, other: Any = None) -> Any:
+    return value
+
+
+async def async_function() -> None:
+    pass
+
+
+def closure() -> Any:
+    scale = 2
+
+    def scaled(value: int) -> int:
+        return value * scale
+
+    return scaled
+
+
+FUNCTIONS: dict[str, Any] = {
+    "plain": plain,
+    "lambda": lambda: None,
+    "async": async_function,
+    "closure": closure(),
+}
 
 
 def connections(good_extra: dict[str, Any]) -> dict[str, str]:
@@ -166,6 +207,13 @@ def operator(case: Case) -> Any:
         "on_failure_callback": record_failure,
     }
     kwargs.update(case.op)
+    if case.function is not None:
+        from airflow_provider_flyray import ray_task
+
+        del kwargs["entrypoint"]
+        kwargs.update(case.op)  # a case's own entrypoint stays: the decorator must refuse it
+        args, call_kwargs = case.call
+        return ray_task(**kwargs)(FUNCTIONS[case.function])(*args, **call_kwargs)
     return FlyteRayOperator(**kwargs)
 
 

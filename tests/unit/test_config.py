@@ -62,6 +62,7 @@ BAD_INPUTS = [
     (lambda: RayJobConfig(enable_autoscaling="yes"), "enable_autoscaling", "True or False"),
     (lambda: RayJobConfig(autoscaler_options={"idleTimeoutSeconds": 60}), "autoscaler_options", "enable_autoscaling"),
     (lambda: RayJobConfig(runtime_env=["numpy"]), "runtime_env", "dict"),
+    (lambda: RayJobConfig(runtime_env="{{ params.env }}"), "ray_job_config.runtime_env", "got str"),
     (lambda: RayJobConfig(runtime_env={"pipp": ["numpy"]}), "runtime_env", "unknown keys"),
     (lambda: RayJobConfig(runtime_env={"env_vars": {"A": 1}}), "runtime_env.env_vars", "string to string"),
     (lambda: RayJobConfig(runtime_env={"pip": [1, 2]}), "runtime_env.pip", "requirement"),
