@@ -271,7 +271,14 @@ class RayJobConfig:
             raise ConfigError(
                 "autoscaler_options", "is set but enable_autoscaling is False; set enable_autoscaling=True"
             )
-        # Not templated (templates belong in the operator's runtime_env): a string is refused at parse time.
+        # RayJobConfig is not a templated field: a string here would never be rendered, so it is refused
+        # now (a bad DAG fails at parse time); templates belong in the operator's own runtime_env.
+        if isinstance(self.runtime_env, str):
+            raise ConfigError(
+                "ray_job_config.runtime_env",
+                "expected a dict like {'pip': ['numpy']}, got a str; a templated runtime_env belongs in the "
+                "operator's runtime_env= (a templated field)",
+            )
         self.runtime_env = validate_runtime_env(self.runtime_env, "ray_job_config.runtime_env")
         if self.address is not None and (not isinstance(self.address, str) or not self.address.strip()):
             raise ConfigError(

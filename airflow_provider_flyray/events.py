@@ -23,6 +23,8 @@ class Outcome(StrEnum):
     STOPPED = "stopped"  # the job was stopped (e.g. from the Ray dashboard)
     TIMEOUT = "timeout"  # execution_timeout reached: the job was stopped
     ERROR = "error"  # the provider could not follow the job (API errors, cluster gone, TLS...)
+    # Not an end: the cluster lacks local code the job needs; the worker uploads it and defers again.
+    PACKAGES_MISSING = "packages_missing"
 
     @property
     def succeeded(self) -> bool:
@@ -51,6 +53,9 @@ class RayJobEvent:
     result: Any = None
     # Epoch seconds of the milestones (see timings.py).
     timings: dict[str, float] = field(default_factory=dict)
+    # PACKAGES_MISSING: the URIs the cluster lacks, and the submission to defer again with (no secrets).
+    missing_packages: list[str] = field(default_factory=list)
+    submission: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -4,7 +4,8 @@ these functions; tests and test doubles use them too.
 
 Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GET /api/jobs/{id}``,
 ``GET /api/jobs/{id}/logs``, WebSocket ``/api/jobs/{id}/logs/tail``, ``POST /api/jobs/{id}/stop``,
-``GET /api/jobs/``, ``GET /api/version``.
+``GET /api/jobs/``, ``GET /api/version``; a runtime_env package: ``GET /api/packages/gcs/{name}`` (200: the
+cluster has it, and pins it for a while; 404: it has not), ``PUT`` the same path with the raw zip.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import quote
 
 from airflow_provider_flyray.connection import DashboardAccess
 from airflow_provider_flyray.errors import RayJobsApiError
+from airflow_provider_flyray.packaging import LocalPackage
 
 LOG_TAIL_LINES = 50
 
@@ -35,6 +37,8 @@ class JobSubmission:
     entrypoint_num_gpus: float | None = None
     entrypoint_memory: int | None = None
     entrypoint_resources: dict[str, float] | None = None
+    # Local code the runtime_env names by URI, to upload before submitting (never sent to Ray).
+    packages: list[LocalPackage] = field(default_factory=list)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"entrypoint": self.entrypoint, "submission_id": self.submission_id}
@@ -62,11 +66,14 @@ class JobSubmission:
             "entrypoint_num_gpus": self.entrypoint_num_gpus,
             "entrypoint_memory": self.entrypoint_memory,
             "entrypoint_resources": self.entrypoint_resources,
+            "packages": [package.to_dict() for package in self.packages],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSubmission:
-        return cls(**data)
+        values = dict(data)
+        values["packages"] = [LocalPackage.from_dict(p) for p in values.get("packages") or []]
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class ApiRequest:
     method: str
     path: str
     json: dict[str, Any] | None = None
+    # A file sent as the raw body, streamed from disk (a package upload).
+    body_file: str | None = None
 
 
 def version_request() -> ApiRequest:
@@ -107,6 +116,21 @@ def stop_request(submission_id: str) -> ApiRequest:
     return ApiRequest("POST", f"/api/jobs/{quote(submission_id, safe='')}/stop")
 
 
+def package_path(uri: str) -> str:
+    """``gcs://_ray_pkg_<hash>.zip`` -> ``/api/packages/gcs/_ray_pkg_<hash>.zip`` (Ray's
+    ``uri_to_http_components``)."""
+    protocol, _, name = uri.partition("://")
+    return f"/api/packages/{quote(protocol, safe='')}/{quote(name, safe='')}"
+
+
+def package_exists_request(uri: str) -> ApiRequest:
+    return ApiRequest("GET", package_path(uri))
+
+
+def upload_package_request(uri: str, zip_file: str) -> ApiRequest:
+    return ApiRequest("PUT", package_path(uri), body_file=zip_file)
+
+
 def tail_path(submission_id: str) -> str:
     return f"/api/jobs/{quote(submission_id, safe='')}/logs/tail"
 
@@ -136,9 +160,15 @@ def error_for(status: int, text: str, what: str) -> RayJobsApiError:
         hint = "the Ray dashboard refused the token: check the connection's `dashboard_token`"
     elif status == 404:
         hint = "not found"
+    elif status == 413:
+        hint = "the Ray dashboard refused a request this large (Ray 2.60 accepts bodies up to 100 MiB)"
     else:
         hint = detail[:500]
     return RayJobsApiError(f"{what} failed with HTTP {status}: {hint}", status=status)
+
+
+def is_kubernetes_status(text: str) -> bool:
+    return _kubernetes_status(text) is not None
 
 
 def _kubernetes_status(text: str) -> str | None:

@@ -29,6 +29,8 @@ VERSION_TIMEOUT = 5.0
 LOG_CHUNK_BYTES = 256 * 1024
 # Of a failed log call, this much of the answer is read for the error message.
 ERROR_BODY_BYTES = 8192
+# After a package's last byte, Ray stores it in the GCS before answering: allow it that long.
+UPLOAD_READ_TIMEOUT = 120.0
 # A call bounded by a deadline still gets this long (a deadline already past must not make it 0).
 MIN_TIMEOUT = 0.1
 
@@ -51,19 +53,23 @@ class DashboardClient:
     async def _open(
         self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: aiohttp.ClientTimeout
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send ``request``; a certificate that is not trusted fails at once, saying what to fix."""
-        try:
-            async with self.http.request(
-                request.method,
-                endpoint.url(request.path),
-                json=request.json,
-                headers=endpoint.headers,
-                ssl=endpoint.ssl_context,
-                timeout=timeout,
-            ) as response:
-                yield response
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise dashboard_tls_error(endpoint, exc) from None
+        """Send ``request``; a certificate that is not trusted fails at once, saying what to fix. A
+        ``body_file`` is streamed from disk (aiohttp reads an open file in chunks, with its length)."""
+        with contextlib.ExitStack() as files:
+            body = files.enter_context(open(request.body_file, "rb")) if request.body_file else None
+            try:
+                async with self.http.request(
+                    request.method,
+                    endpoint.url(request.path),
+                    json=request.json,
+                    data=body,
+                    headers=endpoint.headers,
+                    ssl=endpoint.ssl_context,
+                    timeout=timeout,
+                ) as response:
+                    yield response
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise dashboard_tls_error(endpoint, exc) from None
 
     async def call(
         self, endpoint: DashboardEndpoint, request: ApiRequest, timeout: float = DASHBOARD_TIMEOUT
@@ -122,6 +128,26 @@ class DashboardClient:
         if status == 404:
             return False
         return bool(interpret_response(status, text, f"stop Ray job {submission_id}").get("stopped"))
+
+    async def package_exists(self, endpoint: DashboardEndpoint, uri: str) -> bool:
+        """Whether the cluster has a runtime_env package (asking also pins it there for a while)."""
+        status, text = await self.call(endpoint, jobs_api.package_exists_request(uri), timeout=STATUS_TIMEOUT)
+        # A 404 from Kubernetes itself (through the API-server proxy: no such service) is an error, not
+        # a missing package: uploading would only fail the same way.
+        if status == 404 and not jobs_api.is_kubernetes_status(text):
+            return False
+        if status >= 400:
+            raise jobs_api.error_for(status, text, f"check package {uri}")
+        return True
+
+    async def upload_package(self, endpoint: DashboardEndpoint, uri: str, zip_file: str) -> None:
+        """PUT a package's zip, streamed from ``zip_file``. Only each read and write is bounded: a large
+        package over a slow link may take longer than DASHBOARD_TIMEOUT in all."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=DASHBOARD_TIMEOUT, sock_read=UPLOAD_READ_TIMEOUT)
+        async with self._open(endpoint, jobs_api.upload_package_request(uri, zip_file), timeout) as response:
+            if response.status >= 400:
+                body = await response.content.read(ERROR_BODY_BYTES)
+                raise jobs_api.error_for(response.status, body.decode("utf-8", "replace"), f"upload package {uri}")
 
     async def stream_log(
         self, endpoint: DashboardEndpoint, request: ApiRequest, what: str, raw: bool, total: float | None

@@ -27,11 +27,12 @@ from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import RayJobConfig, ray_job_config_from
 from airflow_provider_flyray.connection import ConnectionSettings, check_namespace
 from airflow_provider_flyray.errors import ConfigError
-from airflow_provider_flyray.events import RayJobEvent
+from airflow_provider_flyray.events import Outcome, RayJobEvent
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.jobs_api import JobSubmission
 from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink, is_browser_url, job_url
 from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submission_id_for
+from airflow_provider_flyray.operators import shipping, worker_wait
 from airflow_provider_flyray.operators.arguments import (
     Lifecycle,
     check_number,
@@ -299,7 +300,8 @@ class FlyteRayOperator(BaseOperator):
         timings.mark("execute_started")
         # All validation first: nothing is created if any input is wrong.
         self._check_rendered_names()
-        submission = self.build_submission(context)
+        # Local code is checked and hashed here, whatever build_submission (or an override) put in runtime_env.
+        submission = shipping.localize(self, self.build_submission(context))
         existing_address(self.address, self.ray_job_config, self.cluster_name)
         hook = RayClusterHook(self.ray_conn_id, namespace=self.namespace or None)
         request = self.cluster_request(context, hook.validate())
@@ -308,6 +310,7 @@ class FlyteRayOperator(BaseOperator):
         self._ref, self._submission_id = ref, submission.submission_id
         try:
             self._publish_links(context, backend.browser_url(request.settings, ref, None), submission.submission_id)
+            submission = shipping.ship_before_deferral(self, hook, backend, ref, submission)
             trigger = self.build_trigger(context, ref, submission, request.owner, timings)
         except BaseException:
             self.release_cluster(hook, ref, Ending.FAILED, request.owner.key)
@@ -322,10 +325,10 @@ class FlyteRayOperator(BaseOperator):
         (see worker_deadline); should the alarm still interrupt it, the job is stopped and reported the same
         way (job stopped, its last lines), not as Airflow's bare "Timeout, PID: ..."."""
         try:
-            return asyncio.run(_first_event(trigger))
+            return asyncio.run(worker_wait.first_event(trigger))
         except AirflowTaskTimeout:
             self.log.warning("execution_timeout interrupted the wait: stopping the Ray job")
-            return asyncio.run(_timeout_event(trigger))
+            return asyncio.run(worker_wait.timeout_event(trigger))
 
     def _publish_links(self, context: Context, dashboard_url: str | None, submission_id: str) -> None:
         if not is_browser_url(dashboard_url):
@@ -347,6 +350,8 @@ class FlyteRayOperator(BaseOperator):
         if not event:
             raise AirflowException("RayJobTrigger returned no event")
         typed = RayJobEvent.from_dict(event)
+        if typed.status is Outcome.PACKAGES_MISSING:  # not an end: upload, wait again (operators/shipping.py)
+            return shipping.resume_after_upload(self, context, typed)
         timings = Timings(typed.timings)
         timings.mark("resumed")
         try:
@@ -386,14 +391,3 @@ class FlyteRayOperator(BaseOperator):
             self.release_cluster(hook, ref, Ending.KILLED, None)
         except Exception as exc:
             self.log.warning("Could not delete %s: %s", ref.describe(), exc)
-
-
-async def _first_event(trigger: RayJobTrigger) -> dict[str, Any]:
-    async for event in trigger.run():
-        return dict(event.payload)
-    raise AirflowException("RayJobTrigger ended without an event")
-
-
-async def _timeout_event(trigger: RayJobTrigger) -> dict[str, Any]:
-    async with trigger.session() as session:
-        return (await trigger.timed_out(session)).to_dict()

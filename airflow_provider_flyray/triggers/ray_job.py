@@ -43,6 +43,7 @@ from airflow_provider_flyray.status import JobStatus, Startup, job_status_of
 from airflow_provider_flyray.timings import Timings
 from airflow_provider_flyray.triggers.job_logs import JobLogStream
 from airflow_provider_flyray.triggers.job_wait import JobWait
+from airflow_provider_flyray.triggers.packages import missing_packages
 from airflow_provider_flyray.triggers.submission import ensure_submitted
 
 DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT = 120.0
@@ -167,12 +168,14 @@ class RayJobTrigger(BaseTrigger):
         yield TriggerEvent(event.to_dict())
 
     async def follow(self, session: RaySession) -> RayJobEvent:
-        """Cluster ready -> dashboard answering -> job submitted (once) -> job ended."""
+        """Cluster ready -> dashboard answering -> local code on the cluster -> job submitted (once) -> job ended."""
         if (not_started := await self.wait_for_cluster(session)) is not None:
             return not_started
         self._endpoint = await self.backend.dashboard(session, self.ref)
         if (no_dashboard := await self.wait_for_dashboard(session)) is not None:
             return no_dashboard
+        if missing := await missing_packages(session.dashboard, self._endpoint, self.job, self.log):
+            return self.event(Outcome.PACKAGES_MISSING, missing_packages=missing, submission=self.submission)
         submission_id = await self.ensure_submitted(session)
         if self.submit_only:
             return self.event(Outcome.SUBMITTED, job_status=JobStatus.PENDING.value, submission_id=submission_id)
