@@ -22,9 +22,8 @@ with DAG(
 
     @task.ray(ray_conn_id="ray_local", runtime_env={"py_modules": ["flyray_example_helpers"]}, poll_interval=2)
     def shout_all(words: list[str]) -> dict[str, object]:
-        import ray
-
         import flyray_example_helpers as helpers
+        import ray
 
         @ray.remote
         def on_a_worker(word: str) -> str:

@@ -143,7 +143,13 @@ def test_the_default_excludes_and_ignore_files_keep_things_out(project):
     _, (package,) = local_packages({"working_dir": str(project)}, None)
     names = names_in(our_zip(package))
     assert {"main.py", "helpers/__init__.py", "helpers/deep/more.py", "sub/kept.txt", "empty/"} <= names
-    for left_out in ("run.log", "build/out.bin", "sub/secret.txt", ".git/HEAD", "helpers/__pycache__/x.cpython-311.pyc"):
+    for left_out in (
+        "run.log",
+        "build/out.bin",
+        "sub/secret.txt",
+        ".git/HEAD",
+        "helpers/__pycache__/x.cpython-311.pyc",
+    ):
         assert left_out not in names
 
 
