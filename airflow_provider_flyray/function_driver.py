@@ -61,9 +61,18 @@ def first_non_json(value: Any, path: str) -> str | None:
     return f"{path} ({type(value).__module__}.{type(value).__qualname__})".replace("builtins.", "")
 
 
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON (what a result's size limit counts); escaped ASCII for a string holding a lone
+    surrogate, which UTF-8 cannot carry."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
+
+
 def frame_lines(marker: str, record: dict[str, Any]) -> list[str]:
     """The log lines that carry ``record``."""
-    encoded = base64.b64encode(json.dumps(record, separators=(",", ":")).encode()).decode("ascii")
+    encoded = base64.b64encode(json_bytes(record)).decode("ascii")
     pieces = [encoded[at : at + FRAME_CHARS] for at in range(0, len(encoded), FRAME_CHARS)] or [""]
     return [f"{FRAME_PREFIX}{marker}:{index}/{len(pieces)}:{piece}" for index, piece in enumerate(pieces, 1)]
 
@@ -122,7 +131,7 @@ def run(environ: MutableMapping[str, str] = os.environ) -> int:
             _emit(marker, record)
             return FAILED_EXIT
     problem = first_non_json(value, "result")
-    size = 0 if problem else len(json.dumps(value))
+    size = 0 if problem else len(json_bytes(value))
     if problem or size > MAX_RESULT_BYTES:
         why = (
             f"the function's {problem} is not JSON-serialisable: return dicts, lists, strings, numbers, "

@@ -4,8 +4,8 @@ The local paths exist on the Airflow worker, so every read of them happens here:
 
 1. :func:`localize` (before anything is created): each local ``working_dir`` / ``py_modules`` path is
    checked and hashed, the runtime_env names the ``gcs://`` URIs, and the submission records the packages.
-2. :func:`ship_before_deferral`: a cluster without a startup (an address, an existing RayCluster, a local
-   head) answers now, so what it lacks is uploaded before deferring.
+2. :func:`ship_before_deferral`: a running cluster (an address, an existing RayCluster, a local head)
+   answers now, so what it lacks is uploaded before deferring.
 3. A transient cluster is still starting: the trigger asks the dashboard once it answers and reports
    ``PACKAGES_MISSING``; :func:`resume_after_upload` uploads them (zipped again, the hash checked) and
    defers again with a fresh trigger of the same submission (same submission id: still exactly once).
@@ -73,8 +73,9 @@ def localize(op: FlyteRayOperator, submission: JobSubmission) -> JobSubmission:
 def ship_before_deferral(
     op: FlyteRayOperator, hook: RayClusterHook, backend: ClusterBackend, ref: ClusterRef, submission: JobSubmission
 ) -> JobSubmission:
-    """Step 2: upload now what a cluster without a startup lacks; a starting cluster is left to step 3."""
-    if not submission.packages or backend.has_startup:
+    """Step 2: upload now what a running cluster lacks (an address, an existing RayCluster, a local head);
+    a cluster this task is creating is still starting: left to step 3."""
+    if not submission.packages or (backend.has_startup and ref.owned):
         return submission
 
     async def step(session: RaySession) -> JobSubmission:

@@ -340,6 +340,21 @@ def test_driver_refuses_a_result_over_the_limit(capsys):
     assert f"at most {MAX_RESULT_BYTES} cross to XCom" in frames.record["message"]
 
 
+def returns_accented_text() -> str:
+    return "\u00e9" * 400_000  # 800 KB of UTF-8, 2.4 MB as escaped ASCII JSON
+
+
+def returns_a_lone_surrogate() -> list[str]:
+    return ["a\ud800b"]
+
+
+def test_driver_counts_the_limit_in_utf8_bytes_and_carries_any_string(capsys):
+    code, _, _, frames, _ = run_driver(returns_accented_text, capsys)
+    assert code == 0 and frames.record == {"kind": "return", "value": "\u00e9" * 400_000}
+    code, _, _, frames, _ = run_driver(returns_a_lone_surrogate, capsys)
+    assert code == 0 and frames.record == {"kind": "return", "value": ["a\ud800b"]}
+
+
 def test_driver_system_exit_zero_returns_none_and_other_codes_fail(capsys):
     code, shown, _, frames, _ = run_driver(exits_zero, capsys)
     assert (code, shown, frames.record) == (0, ["leaving early"], {"kind": "return", "value": None})
