@@ -109,6 +109,9 @@ CASES: list[Case] = [
     Case("runtime-env-unknown-key", "run", "runtime_env", "unknown keys ['pipp']", {"runtime_env": {"pipp": ["numpy"]}}),
     Case("runtime-env-vars-int", "run", "runtime_env.env_vars", "string to string", {"runtime_env": {"env_vars": {"A": 1}}}),
     Case("runtime-env-twice", "run", "runtime_env", "keep one of them", {"runtime_env": {"pip": ["x"]}, "ray_job_config": {"runtime_env": {"pip": ["y"]}, "head_node_config": SMALL_HEAD}}),
+    Case("config-runtime-env-text", "parse", "ray_job_config.runtime_env", "got a str", {"ray_job_config": {"runtime_env": "{{ params.env_text }}"}}),
+    Case("working-dir-missing", "run", "runtime_env.working_dir", "does not exist on the Airflow worker", {"runtime_env": {"working_dir": "no_such_project"}}),
+    Case("py-module-wrong-kind", "run", "runtime_env.py_modules[1]", "a directory, a .py, .zip or .whl file", {"runtime_env": {"py_modules": ["s3://bucket/ok.zip", "/etc/hostname"]}}),
     Case("metadata-reserved", "run", "metadata", "reserved", {"metadata": {"airflow_dag_id": "x"}}),
     # ---- lifecycle -----------------------------------------------------------------------------------
     Case("on-finish-unknown", "parse", "on_finish_action", "expected one of 'delete_cluster'", {"on_finish_action": "delete"}),
