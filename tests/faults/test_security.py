@@ -106,11 +106,23 @@ def stack(tenant, tmp_path_factory) -> Iterator[AirflowStack]:
         "AIRFLOW_CONN_RAY_SEC_WRONG": tenant.conn("pod", dashboard_token=f"wrong-{uuid.uuid4()}"),
         "AIRFLOW_CONN_RAY_SEC_PROXY": tenant.conn("proxy", namespace="default", dashboard_token=tenant.dashboard_token),
         "FLYRAY_SEC_NAMESPACE": tenant.namespace,
+        "FLYRAY_SEC_SHIP_DIR": str(ship_tree(tmp_path_factory.mktemp("ship") / "project")),
+        "FLYRAY_SEC_SHIP_CLUSTER": SHIP_CLUSTER,
         # No masking of connection fields: a canary the provider logged would show in clear.
         "AIRFLOW__CORE__HIDE_SENSITIVE_VAR_CONN_FIELDS": "False",
     }
     with airflow_stack(home, [DAGS], env) as stack:
         yield stack
+
+
+SHIP_CLUSTER = "sec-ship-existing"
+
+
+def ship_tree(root: Path) -> Path:
+    """The working_dir the shipping DAGs send: a token unique to this session (no cluster has it)."""
+    root.mkdir(parents=True)
+    (root / "main.py").write_text(f"print('FLYRAY_RESULT shipped', {uuid.uuid4().hex!r})\n")
+    return root
 
 
 def airflow_db(stack: AirflowStack) -> sqlite3.Connection:
@@ -474,3 +486,76 @@ def test_tls_is_verified_unless_turned_off(tenant, scenario, monkeypatch, tmp_pa
     assert listed.returncode == 0 and "RAYCLUSTERS []" in listed.stdout, listed.stdout[-2000:] + listed.stderr[-2000:]
     scenario.leaks = leftovers.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=10)
     assert not scenario.leaks
+
+
+# ---- S5 -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ship_cluster(tenant) -> Iterator[str]:
+    """An existing token-auth RayCluster (made here, as a platform team would) for sec_ship_existing."""
+    from airflow_provider_flyray.manifest import build_raycluster_manifest
+    from airflow_provider_flyray.naming import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+    from tests.faults.dags.flyray_security_dags import TOKEN_HEAD
+
+    # The managed-by label only lets the JobCounter see it; no owner annotation: the provider never deletes it.
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
+    manifest = build_raycluster_manifest(TOKEN_HEAD, name=SHIP_CLUSTER, namespace=tenant.namespace, labels=labels)
+    tenant.custom.create_namespaced_custom_object("ray.io", "v1", tenant.namespace, "rayclusters", manifest)
+    try:
+        yield SHIP_CLUSTER
+    finally:
+        tenant.custom.delete_namespaced_custom_object("ray.io", "v1", tenant.namespace, "rayclusters", SHIP_CLUSTER)
+        leftovers.wait_until_empty(tenant.core, tenant.custom, tenant.namespace, timeout=120)
+
+
+def package_calls(tenant: Tenant, since: float) -> dict[str, int]:
+    """Package requests through the recording proxy (the dashboard behind the service proxy) since ``since``."""
+    calls = [r for r in list(tenant.proxy.records) if r.at >= since and "/api/packages/" in r.path]
+    return {
+        "get": sum(r.method == "GET" for r in calls),
+        "get_404": sum(r.method == "GET" and r.status == 404 for r in calls),
+        "put": sum(r.method == "PUT" for r in calls),
+        "put_ok": sum(r.method == "PUT" and r.status == 200 for r in calls),
+    }
+
+
+@pytest.mark.scenario("S5", "local code through the API-server proxy with token auth")
+def test_local_code_ships_through_the_proxy_with_token_auth(stack, tenant, ship_cluster, scenario):
+    scenario.expect(
+        "a local working_dir reaches token-auth heads through the API server's service proxy: a transient cluster "
+        "(found missing by the trigger, uploaded by the worker, deferred again) and an existing one (uploaded "
+        "before deferral); a second run on the existing cluster uploads nothing; one job per run; nothing left"
+    )
+    figures: dict[str, Any] = {}
+    with JobCounter(
+        tenant.core, tenant.custom, tenant.namespace, headers={"Authorization": f"Bearer {tenant.dashboard_token}"}
+    ) as counter:
+        for label, dag_id in (
+            ("transient", "sec_ship_transient"),
+            ("existing_first", "sec_ship_existing"),
+            ("existing_second", "sec_ship_existing"),
+        ):
+            since = time.monotonic()
+            run = run_dag(stack, tenant, dag_id)
+            figures[label] = {"state": run.state, "seconds": round(run.seconds, 1), **package_calls(tenant, since)}
+            assert run.state == "success", run.log[-4000:]
+            assert "FLYRAY_RESULT shipped" in run.log, run.log[-4000:]
+            figures[label]["log"] = run.log
+        jobs = {dag_id: len(counter.jobs_for(dag_id)) for dag_id in ("sec_ship_transient", "sec_ship_existing")}
+    leaks = leftovers.leftovers(tenant.core, tenant.custom, tenant.namespace, "", timeout=60)
+    leaks = [leak for leak in leaks if SHIP_CLUSTER not in leak]  # the existing cluster is the fixture's
+    scenario.leaks, scenario.jobs = leaks, sum(jobs.values())
+    transient, first, second = figures["transient"], figures["existing_first"], figures["existing_second"]
+    scenario.observe(
+        f"transient: {transient['state']} in {transient['seconds']}s, {transient['put_ok']} upload; existing: "
+        f"{first['put_ok']} upload then {second['put_ok']} (GET {second['get']}, of which 404: {second['get_404']}); "
+        f"jobs {jobs}",
+        packages={k: {f: v for f, v in d.items() if f != "log"} for k, d in figures.items()},
+    )
+    assert "Deferring again" in transient["log"] and "uploaded" in transient["log"], transient["log"][-4000:]
+    assert transient["put_ok"] == 1 and first["put_ok"] == 1, figures
+    assert second["put"] == 0 and second["get"] >= 1 and second["get_404"] == 0, second
+    assert "already on the cluster, not uploaded" in second["log"]
+    assert jobs == {"sec_ship_transient": 1, "sec_ship_existing": 2}, jobs
+    assert not leaks, leaks

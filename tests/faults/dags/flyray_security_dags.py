@@ -52,3 +52,26 @@ token_dag("sec_token_wrong", "ray_sec_wrong")
 # The right token through the API server's service proxy (`X-Ray-Authorization`); the connection says
 # namespace `default`, the task names the test namespace: every request must stay in the task's.
 token_dag("sec_token_proxy", "ray_sec_proxy", namespace=os.environ.get("FLYRAY_SEC_NAMESPACE", "default"))
+
+
+# Local code (a working_dir on the Airflow machine) through the API server's service proxy, with token
+# auth: on a transient cluster (the trigger finds the package missing, the worker uploads and defers
+# again) and on an existing one (uploaded before deferral; a second run finds it there).
+SHIP_DIR = os.environ.get("FLYRAY_SEC_SHIP_DIR")
+if SHIP_DIR:
+    for ship_dag_id, where in (
+        ("sec_ship_transient", {"ray_job_config": TOKEN_HEAD}),
+        ("sec_ship_existing", {"cluster_name": os.environ.get("FLYRAY_SEC_SHIP_CLUSTER", "sec-ship-existing")}),
+    ):
+        with DAG(ship_dag_id, schedule=None, start_date=START, catchup=False):
+            FlyteRayOperator(
+                task_id="job",
+                entrypoint="python main.py",
+                runtime_env={"working_dir": SHIP_DIR},
+                ray_conn_id="ray_sec_proxy",
+                namespace=os.environ.get("FLYRAY_SEC_NAMESPACE", "default"),
+                deferrable=True,
+                poll_interval=1,
+                startup_timeout=180,
+                **where,
+            )
