@@ -5,7 +5,7 @@ its ``[flyray]`` config section, and its provider info validates against Airflow
 
 Each run builds from a copy of the checkout (tracked and untracked files, not ignored ones: the checkout
 is never written to) and installs the NEW wheel into a NEW venv. The dependencies (apache-airflow and ~150
-packages) are installed by uv, whose cache (~/.cache/uv, or $UV_CACHE_DIR) makes the second run fast; then
+packages) are installed by uv (4-6 s here; its cache, ~/.cache/uv or $UV_CACHE_DIR, spares the downloads); then
 real pip installs the wheel itself, finding every requirement satisfied, and ``pip check`` agrees. pip's
 own HTTP cache is no help here: the index answers with headers that keep pip from caching (a cold pip
 install of the wheel took 94 s, a second one 88 s). Without uv the dependencies go through pip.
@@ -173,7 +173,7 @@ def installed(dist: Dist, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     python = str(venv / "bin" / "python")
     requirements = _requirements(_wheel_metadata(dist.wheel))
 
-    # 1. The declared dependencies, and nothing else (uv: its cache makes this fast the second time).
+    # 1. The declared dependencies, and nothing else (uv: seconds, where pip takes 1.5 minutes).
     started = time.monotonic()
     uv = _uv()
     if uv:
