@@ -8,7 +8,18 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version: pyproject.toml is the one place it is written."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("airflow-provider-flyray")
+    except PackageNotFoundError:  # the source tree on sys.path, never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 _EXPORTS = {
     "FlyteRayOperator": "airflow_provider_flyray.operators.ray",
