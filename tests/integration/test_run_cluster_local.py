@@ -30,8 +30,8 @@ def setup_xcom(env: dict[str, str], dag_id: str) -> dict[str, Any]:
     return json.loads(value)
 
 
-def test_tasks_of_a_run_share_one_cluster_that_the_teardown_stops(home):
-    output = dags_test("flyray_run_cluster", home)
+def test_tasks_of_a_run_share_one_cluster_that_the_teardown_stops(airflow_db):
+    output = dags_test("example_flyray_run_cluster")
     assert "state=success" in output and "state=failed" not in output, output[-6000:]
     assert output.count("Started local Ray cluster") == 1, "only the setup starts a head"
     assert "is ready for the tasks of this DAG run" in output
@@ -40,7 +40,7 @@ def test_tasks_of_a_run_share_one_cluster_that_the_teardown_stops(home):
     assert "RUN_CLUSTER same head True" in same, same
     head_id = same.rsplit(" ", 1)[1]
     assert f"[ray] RUN_CLUSTER head {head_id}" in output  # the entrypoint task saw the same head
-    ref = ClusterRef.from_dict(setup_xcom(home, "flyray_run_cluster"))
+    ref = ClusterRef.from_dict(setup_xcom({"AIRFLOW_HOME": str(airflow_db)}, "example_flyray_run_cluster"))
     assert ref.backend == "local" and ref.owned
     assert "Deleted local Ray cluster" in output  # the teardown, once
     assert local_cluster_pids(ref) == []
