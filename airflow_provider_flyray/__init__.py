@@ -25,6 +25,9 @@ _EXPORTS = {
     "FlyteRayOperator": "airflow_provider_flyray.operators.ray",
     "ray_task": "airflow_provider_flyray.decorators.ray",
     "RayDecoratedOperator": "airflow_provider_flyray.decorators.ray",
+    "RayCreateClusterOperator": "airflow_provider_flyray.operators.ray_cluster",
+    "RayDeleteClusterOperator": "airflow_provider_flyray.operators.ray_cluster",
+    "ray_cluster_for_run": "airflow_provider_flyray.operators.ray_cluster",
     "RayClusterHook": "airflow_provider_flyray.hooks.ray_cluster",
     "RayJobTrigger": "airflow_provider_flyray.triggers.ray_job",
     "RayJobConfig": "airflow_provider_flyray.config",
@@ -42,6 +45,11 @@ if TYPE_CHECKING:
     from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
     from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink
     from airflow_provider_flyray.operators.ray import FlyteRayOperator
+    from airflow_provider_flyray.operators.ray_cluster import (
+        RayCreateClusterOperator,
+        RayDeleteClusterOperator,
+        ray_cluster_for_run,
+    )
     from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
 
 

@@ -25,10 +25,11 @@ class Outcome(StrEnum):
     ERROR = "error"  # the provider could not follow the job (API errors, cluster gone, TLS...)
     # Not an end: the cluster lacks local code the job needs; the worker uploads it and defers again.
     PACKAGES_MISSING = "packages_missing"
+    READY = "ready"  # the cluster is ready (a trigger given no job to submit)
 
     @property
     def succeeded(self) -> bool:
-        return self in (Outcome.SUCCESS, Outcome.SUBMITTED)
+        return self in (Outcome.SUCCESS, Outcome.SUBMITTED, Outcome.READY)
 
 
 @dataclass(frozen=True)

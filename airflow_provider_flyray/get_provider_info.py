@@ -18,7 +18,15 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["software"],
             }
         ],
-        "operators": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.operators.ray"]}],
+        "operators": [
+            {
+                "integration-name": "Ray",
+                "python-modules": [
+                    "airflow_provider_flyray.operators.ray",
+                    "airflow_provider_flyray.operators.ray_cluster",
+                ],
+            }
+        ],
         "hooks": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.hooks.ray_cluster"]}],
         "triggers": [{"integration-name": "Ray", "python-modules": ["airflow_provider_flyray.triggers.ray_job"]}],
         "task-decorators": [{"name": "ray", "class-name": "airflow_provider_flyray.decorators.ray.ray_task"}],

@@ -1,6 +1,7 @@
 """The ways of getting a Ray cluster, one module each, and the registry that picks one.
 
 ========================  =====================================================================
+``shared``                the DAG run's cluster made by its setup task (``cluster=``): used, not owned
 ``address``               an existing Ray dashboard address: no Kubernetes, no lifecycle
 ``existing_raycluster``   an existing RayCluster by name: never created or deleted
 ``local``                 a Ray head on the Airflow machine (connection ``backend: local``)
@@ -18,6 +19,7 @@ from airflow_provider_flyray.backends.address import AddressBackend
 from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
 from airflow_provider_flyray.backends.existing import ExistingRayClusterBackend
 from airflow_provider_flyray.backends.local import LocalBackend
+from airflow_provider_flyray.backends.shared import SharedClusterBackend
 from airflow_provider_flyray.backends.transient import TransientRayClusterBackend
 from airflow_provider_flyray.cluster import ClusterRef
 
@@ -28,7 +30,13 @@ def register(backend: ClusterBackend) -> None:
     _REGISTRY[backend.name] = backend
 
 
-for _backend in (AddressBackend(), ExistingRayClusterBackend(), LocalBackend(), TransientRayClusterBackend()):
+for _backend in (
+    SharedClusterBackend(),
+    AddressBackend(),
+    ExistingRayClusterBackend(),
+    LocalBackend(),
+    TransientRayClusterBackend(),
+):
     register(_backend)
 
 

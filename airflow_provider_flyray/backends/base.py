@@ -39,6 +39,8 @@ class ClusterRequest:
     address: str | None = None
     # Lets a backend judge the clusters of earlier runs (the orphan sweep); None when unavailable.
     task_states: TaskStates | None = None
+    # A cluster made for the DAG run by its setup task (``cluster=create.output``): used, never owned.
+    cluster: ClusterRef | None = None
 
 
 class ClusterBackend:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction, RayJobConfig, validate_runtime_env
 from airflow_provider_flyray.connection import check_http_url
 from airflow_provider_flyray.errors import ConfigError
@@ -89,6 +90,25 @@ def rendered_metadata(metadata: Any) -> dict[str, str]:
     return dict(metadata)
 
 
+def shared_cluster(value: Any, *, cluster_name: str | None, address: str | None) -> ClusterRef | None:
+    """``cluster=``, rendered: the XCom of a RayCreateClusterOperator (a ClusterRef as a dict), or None."""
+    if value is None:
+        return None
+    expected = "the output of a RayCreateClusterOperator (cluster=create.output)"
+    if isinstance(value, ClusterRef):
+        ref = value
+    elif isinstance(value, Mapping) and isinstance(value.get("backend"), str) and isinstance(value.get("name"), str):
+        try:
+            ref = ClusterRef.from_dict(dict(value))
+        except TypeError as exc:
+            raise ConfigError("cluster", f"expected {expected}: {exc}") from None
+    else:
+        raise ConfigError("cluster", f"expected {expected}, got {type(value).__name__} {str(value)[:80]!r}")
+    if cluster_name or address:
+        raise ConfigError("cluster", "set either cluster (the DAG run's cluster) or cluster_name/address, not both")
+    return ref
+
+
 def existing_address(own: str | None, config: RayJobConfig, cluster_name: str | None) -> str | None:
     """The Ray address the task names (``address=`` or ``RayJobConfig.address``), or None."""
     own, from_config = own or None, config.address
@@ -120,3 +140,24 @@ def worker_deadline(deadline: float | None, timeout_seconds: float) -> float | N
     if deadline is None:
         return None
     return deadline - min(WORKER_TIMEOUT_MARGIN, max(0.0, timeout_seconds) / 4)
+
+
+def check_static_arguments(op: Any) -> None:
+    """The operator's arguments that are not templated, checked in ``__init__`` (a bad DAG fails at
+    parse time with the field's name)."""
+    if not isinstance(op.entrypoint, str) or not op.entrypoint.strip():
+        raise ConfigError("entrypoint", "expected a non-empty shell command, e.g. 'python train.py'")
+    for name in ("entrypoint_num_cpus", "entrypoint_num_gpus"):
+        check_number(name, getattr(op, name))
+    check_number("entrypoint_memory", op.entrypoint_memory, whole=True)
+    if op.entrypoint_resources is not None:
+        if not isinstance(op.entrypoint_resources, Mapping):
+            raise ConfigError("entrypoint_resources", "expected a dict of resource name to amount")
+        for key, amount in op.entrypoint_resources.items():
+            check_number(f"entrypoint_resources[{key!r}]", amount)
+    for name in ("poll_interval", "startup_timeout", "dashboard_unreachable_timeout"):
+        check_seconds(name, getattr(op, name))
+    if not isinstance(op.ray_conn_id, str) or not op.ray_conn_id:
+        raise ConfigError("ray_conn_id", "expected a connection id")
+    if not isinstance(op.wait_for_completion, bool):
+        raise ConfigError("wait_for_completion", "expected True or False")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowTaskTimeout, BaseOperator, conf
@@ -35,14 +35,14 @@ from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submi
 from airflow_provider_flyray.operators import shipping, worker_wait
 from airflow_provider_flyray.operators.arguments import (
     Lifecycle,
-    check_number,
     check_rendered_names,
-    check_seconds,
+    check_static_arguments,
     existing_address,
     rendered_metadata,
     rendered_runtime_env,
     resolve_lifecycle,
     seconds_of,
+    shared_cluster,
     worker_deadline,
 )
 from airflow_provider_flyray.owners import Ending, Owner, TaskInstanceOwner, should_delete
@@ -74,6 +74,8 @@ class FlyteRayOperator(BaseOperator):
     :param namespace: Kubernetes namespace (templated; default: the connection's).
     :param cluster_name: use this existing RayCluster (templated).
     :param address: use this existing Ray dashboard URL (templated). Same as ``RayJobConfig.address``.
+    :param cluster: the DAG run's cluster, ``create.output`` of a
+        :class:`~airflow_provider_flyray.operators.ray_cluster.RayCreateClusterOperator` (templated).
     :param runtime_env: Ray runtime_env (templated); alternative to ``RayJobConfig.runtime_env``.
     :param entrypoint_num_cpus: CPUs reserved for the entrypoint (driver) process.
     :param entrypoint_num_gpus: GPUs reserved for the entrypoint.
@@ -90,7 +92,15 @@ class FlyteRayOperator(BaseOperator):
         (retried meanwhile) before the task fails (default 120).
     """
 
-    template_fields: Sequence[str] = ("entrypoint", "runtime_env", "metadata", "cluster_name", "namespace", "address")
+    template_fields: Sequence[str] = (
+        "entrypoint",
+        "runtime_env",
+        "metadata",
+        "cluster_name",
+        "namespace",
+        "address",
+        "cluster",
+    )
     template_fields_renderers = {"runtime_env": "json", "metadata": "json"}
     operator_extra_links = (RayDashboardLink(), RayJobLink())
     ui_color = "#e6f0ff"
@@ -104,6 +114,7 @@ class FlyteRayOperator(BaseOperator):
         namespace: str | None = None,
         cluster_name: str | None = None,
         address: str | None = None,
+        cluster: Any = None,
         runtime_env: dict[str, Any] | None = None,
         entrypoint_num_cpus: float | None = None,
         entrypoint_num_gpus: float | None = None,
@@ -127,6 +138,7 @@ class FlyteRayOperator(BaseOperator):
         self.cluster_name = cluster_name
         self.namespace = namespace
         self.address = address
+        self.cluster = cluster
         # Everything else is checked now, so a bad DAG fails at parse time with the field's name.
         self.ray_job_config = ray_job_config_from(ray_job_config)
         self.ray_conn_id = ray_conn_id
@@ -157,23 +169,8 @@ class FlyteRayOperator(BaseOperator):
     # ---- validation ---------------------------------------------------------------------------------
 
     def _check_static_arguments(self) -> None:
-        if not isinstance(self.entrypoint, str) or not self.entrypoint.strip():
-            raise ConfigError("entrypoint", "expected a non-empty shell command, e.g. 'python train.py'")
-        for name in ("entrypoint_num_cpus", "entrypoint_num_gpus"):
-            check_number(name, getattr(self, name))
-        check_number("entrypoint_memory", self.entrypoint_memory, whole=True)
-        if self.entrypoint_resources is not None:
-            if not isinstance(self.entrypoint_resources, Mapping):
-                raise ConfigError("entrypoint_resources", "expected a dict of resource name to amount")
-            for key, amount in self.entrypoint_resources.items():
-                check_number(f"entrypoint_resources[{key!r}]", amount)
-        for name in ("poll_interval", "startup_timeout", "dashboard_unreachable_timeout"):
-            check_seconds(name, getattr(self, name))
-        if not isinstance(self.ray_conn_id, str) or not self.ray_conn_id:
-            raise ConfigError("ray_conn_id", "expected a connection id")
+        check_static_arguments(self)
         self.lifecycle = resolve_lifecycle(self.on_finish_action, self.ray_job_config)
-        if not isinstance(self.wait_for_completion, bool):
-            raise ConfigError("wait_for_completion", "expected True or False")
 
     def _check_rendered_names(self) -> None:
         check_rendered_names(cluster_name=self.cluster_name, namespace=self.namespace, address=self.address)
@@ -205,8 +202,10 @@ class FlyteRayOperator(BaseOperator):
         """Which cluster the job needs, for :func:`airflow_provider_flyray.backends.select`."""
         address = existing_address(self.address, self.ray_job_config, self.cluster_name)
         namespace = check_namespace(self.namespace, "namespace") if self.namespace else settings.namespace
+        shared = shared_cluster(self.cluster, cluster_name=self.cluster_name, address=address)
         if (
             address is None
+            and shared is None
             and not self.cluster_name
             and not self.wait_for_completion
             and should_delete(self.lifecycle.on_finish_action, Ending.SUCCEEDED)
@@ -225,6 +224,7 @@ class FlyteRayOperator(BaseOperator):
             cluster_name=self.cluster_name or None,
             address=address,
             task_states=getattr(context["ti"], "get_task_states", None),
+            cluster=shared,
         )
 
     def acquire_cluster(self, hook: RayClusterHook, backend: ClusterBackend, request: ClusterRequest) -> ClusterRef:

@@ -50,22 +50,13 @@ DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT = 120.0
 # Seconds each call made after the execution deadline may take (the stop, the last log lines).
 AFTER_DEADLINE_CALL = 1.0
 # What serialize() stores: plain, secret-free data (the metadata DB holds it).
+# fmt: off
 TRIGGER_KWARGS = (
-    "ray_conn_id",
-    "cluster",
-    "submission",
-    "owner_key",
-    "poll_interval",
-    "startup_deadline",
-    "deadline",
-    "get_logs",
-    "on_finish_action",
-    "keep_alive_seconds",
-    "submit_only",
-    "dashboard_unreachable_timeout",
-    "timings",
-    "earliest_event",
+    "ray_conn_id", "cluster", "submission", "owner_key", "poll_interval", "startup_deadline", "deadline",
+    "get_logs", "on_finish_action", "keep_alive_seconds", "submit_only", "dashboard_unreachable_timeout",
+    "timings", "earliest_event",
 )
+# fmt: on
 # Errors that end the wait with a reason rather than as a crash of the trigger.
 EXPLAINED_ERRORS = (TimeoutError, FlyrayError, PermissionError, aiohttp.ClientError, OSError)
 
@@ -75,7 +66,8 @@ class RayJobTrigger(BaseTrigger):
 
     :param ray_conn_id: ``flyray`` connection id (credentials are looked up here, never passed in).
     :param cluster: a :class:`~airflow_provider_flyray.cluster.ClusterRef` as a dict.
-    :param submission: a :class:`~airflow_provider_flyray.jobs_api.JobSubmission` as a dict.
+    :param submission: a :class:`~airflow_provider_flyray.jobs_api.JobSubmission` as a dict; None: only
+        wait until the cluster is ready (``READY``: the setup task of a shared cluster).
     :param owner_key: the key of the cluster's and the job's owner (the task instance, without try).
     :param poll_interval: seconds between job status checks (the log tail ends waits earlier).
     :param startup_deadline: epoch seconds by which the cluster must be ready, or None.
@@ -94,7 +86,7 @@ class RayJobTrigger(BaseTrigger):
         *,
         ray_conn_id: str | None,
         cluster: dict[str, Any],
-        submission: dict[str, Any],
+        submission: dict[str, Any] | None,
         owner_key: str,
         poll_interval: float = 5.0,
         startup_deadline: float | None = None,
@@ -143,7 +135,12 @@ class RayJobTrigger(BaseTrigger):
 
     @cached_property
     def job(self) -> JobSubmission:
+        assert self.submission is not None, "a trigger without a job has no submission"
         return JobSubmission.from_dict(self.submission)
+
+    @property
+    def _own_submission_id(self) -> str:
+        return self.job.submission_id if self.submission is not None else ""
 
     def session(self) -> RaySession:
         return RaySession(self.ray_conn_id, namespace=self.ref.namespace, log=self.log)
@@ -174,6 +171,8 @@ class RayJobTrigger(BaseTrigger):
         self._endpoint = await self.backend.dashboard(session, self.ref)
         if (no_dashboard := await self.wait_for_dashboard(session)) is not None:
             return no_dashboard
+        if self.submission is None:
+            return self.event(Outcome.READY)
         if missing := await missing_packages(session.dashboard, self._endpoint, self.job, self.log):
             return self.event(Outcome.PACKAGES_MISSING, missing_packages=missing, submission=self.submission)
         submission_id = await self.ensure_submitted(session)
@@ -355,7 +354,7 @@ class RayJobTrigger(BaseTrigger):
 
     def event(self, status: Outcome, **fields: Any) -> RayJobEvent:
         ref = self.ref
-        submission_id = fields.pop("submission_id", None) or self._active_submission_id or self.job.submission_id
+        submission_id = fields.pop("submission_id", None) or self._active_submission_id or self._own_submission_id
         direct = self._endpoint.base_url if self._endpoint is not None else None
         dashboard_url = (
             self.backend.browser_url(self._settings, ref, direct)
@@ -379,9 +378,8 @@ class RayJobTrigger(BaseTrigger):
         async with self.session() as session:
             with contextlib.suppress(Exception):
                 endpoint = self._endpoint or await backend.dashboard(session, ref)
-                for submission_id in {self._active_submission_id, self.job.submission_id} - {None}:
-                    assert submission_id is not None
-                    if await self._stop_quietly(session, endpoint, submission_id):
+                for submission_id in {self._active_submission_id, self._own_submission_id} - {None, ""}:
+                    if submission_id and await self._stop_quietly(session, endpoint, submission_id):
                         self.log.info("Stopped Ray job %s (task killed)", submission_id)
             try:
                 if await backend.release(

@@ -25,6 +25,7 @@ def test_templated_fields_are_assigned_verbatim():
         cluster_name="{{ params.cluster }}",
         namespace="{{ params.ns }}",
         address=None,
+        cluster="{{ ti.xcom_pull('ray_cluster') }}",
     )
     assert set(FlyteRayOperator.template_fields) == {
         "entrypoint",
@@ -33,7 +34,9 @@ def test_templated_fields_are_assigned_verbatim():
         "cluster_name",
         "namespace",
         "address",
+        "cluster",
     }
+    assert op.cluster == "{{ ti.xcom_pull('ray_cluster') }}"
     assert op.entrypoint == "python train.py --epochs {{ params.epochs }}"
     assert op.runtime_env == {"env_vars": {"RUN": "{{ run_id }}"}}
     assert op.metadata == {"k": "{{ ds }}"}
