@@ -1,17 +1,24 @@
 """``@task.ray`` on the KubeRay control plane, through real Airflow (`airflow dags test`): the README's
 KubeRay example (a transient cluster with a worker group, then the same result checked on an existing
 cluster, both through the API server's service proxy), and a decorated function run as the provider's
-least-privilege ServiceAccount (token in a kubeconfig), whose result comes back through the service
-proxy; every request of that run is recorded by a proxy in front of the API server."""
+least-privilege ServiceAccount (token in a kubeconfig) on a head with Ray token authentication, whose
+result comes back through the service proxy; every request of that run is recorded by a proxy in front
+of the API server."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import time
+import urllib.error
+import urllib.request
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
+from kubernetes import client
 
 from airflow_provider_flyray.config import RayJobConfig
 from airflow_provider_flyray.function_driver import FRAME_PREFIX
@@ -75,15 +82,55 @@ def test_example_decorator_dag_on_transient_and_existing_clusters(core, custom, 
     wait_until_empty(core, custom, namespace)
 
 
-def test_decorated_result_through_the_service_proxy_as_the_service_account(kube_control_plane, core, custom, tmp_path):
-    """docker/rbac.yaml's ServiceAccount (token only, through a recording proxy in front of the API
-    server), `dashboard_access: proxy`: the cluster is made, the job submitted and its result read, all
-    through the API server; the function's value is in XCom, computed on the task's own head pod."""
+def probe_auth(pod_ip: str, token: str) -> dict[str, int]:
+    """What the head's dashboard answers without a token and with the right one."""
+    out: dict[str, int] = {}
+    for name, headers in (("none", {}), ("right", {"Authorization": f"Bearer {token}"})):
+        request = urllib.request.Request(f"http://{pod_ip}:8265/api/version", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=3) as answer:
+                out[name] = answer.status
+        except urllib.error.HTTPError as exc:
+            out[name] = exc.code
+        except OSError:  # not answering yet
+            return {}
+    return out
+
+
+def probe_while_running(core: client.CoreV1Api, namespace: str, token: str, run: Future) -> dict[str, int]:
+    """Probe the head's dashboard auth (through the pod network) while ``run`` goes on."""
+    while not run.done():
+        for pod in core.list_namespaced_pod(namespace, label_selector="ray.io/node-type=head").items:
+            if pod.status.pod_ip and (probe := probe_auth(pod.status.pod_ip, token)).get("right") == 200:
+                return probe
+        time.sleep(0.5)
+    return {}
+
+
+def test_decorated_result_through_the_service_proxy_with_token_auth(kube_control_plane, core, custom, tmp_path):
+    """docker/rbac.yaml's ServiceAccount (its token only, through a recording proxy in front of the API
+    server), `dashboard_access: proxy`, a head with Ray token auth and the connection's
+    `dashboard_token`: the cluster is made, the job submitted and its result read, all through the API
+    server's service proxy; the function's value is in XCom, computed on the task's own head pod."""
     with tenants.provider_tenant(kube_control_plane, tmp_path, "flyray-dec-sa", through_proxy=True) as tenant:
         assert tenant.proxy is not None
-        env = home_with_test_dags(tmp_path / "home", {"AIRFLOW_CONN_RAY_KUBE_SA": tenant.conn("proxy")})
-        output = dags_test("flyray_decorator_kube_sa", env)
+        ray_token = f"flyray-dec-{uuid.uuid4()}"
+        tenant.core.create_namespaced_secret(
+            tenant.namespace,
+            {
+                "metadata": {"name": "ray-dashboard-token"},
+                "data": {"auth_token": base64.b64encode(ray_token.encode()).decode()},
+            },
+        )
+        conn = tenant.conn("proxy", dashboard_token=ray_token)
+        env = home_with_test_dags(tmp_path / "home", {"AIRFLOW_CONN_RAY_KUBE_SA": conn})
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(dags_test, "flyray_decorator_kube_sa", env)
+            probe = probe_while_running(core, tenant.namespace, ray_token, run)
+            output = run.result()
         assert "state=success" in output and "state=failed" not in output, output[-6000:]
+        # Ray token auth was on: the head refused a request without the token.
+        assert probe == {"none": 401, "right": 200}, probe
         assert not FRAME.search(output), "a result frame reached the task log"
         cluster = released_cluster(output, tenant.namespace)
         value = xcoms(env, "flyray_decorator_kube_sa")[("where_it_ran", -1, "return_value")]
@@ -101,5 +148,6 @@ def test_decorated_result_through_the_service_proxy_as_the_service_account(kube_
         # Least privilege held: nothing was refused, nothing asked outside the tenant's namespace.
         assert not [r for r in records if r.status in (401, 403)], [r for r in records if r.status in (401, 403)]
         assert all(f"/namespaces/{tenant.namespace}/" in r.path for r in records), {r.path for r in records}
+        assert ray_token not in output  # the token never reaches the task log
         wait_until_empty(core, custom, tenant.namespace)
-        print(json.dumps({"requests": len(records), "value": value}))
+        print(json.dumps({"requests": len(records), "value": value, "probe": probe}))
