@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 # Airflow reads its configuration at import time: isolate it before anything imports airflow.
@@ -14,6 +15,8 @@ os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# This session's mark on every process it starts (see tests/support/leftovers.py: SESSION_ENV).
+os.environ.setdefault("FLYRAY_TEST_SESSION", uuid.uuid4().hex)
 os.environ["AIRFLOW_CONN_RAY_LOCAL"] = '{"conn_type": "flyray", "extra": {"backend": "local"}}'
 
 import pytest  # noqa: E402

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConfig, WorkerNodeConfig
 
@@ -52,6 +52,13 @@ class TellsItsPid(FlyteRayOperator):
         return super().execute(context)
 
 
+def tell_pid(context: Any) -> None:
+    """Test aid (scenario 2b), the ``on_execute_callback`` of a ``@task.ray`` task (the same process as
+    its ``execute``): TellsItsPid's pid file, for a decorated task."""
+    ti = context["ti"]
+    Path(os.environ["AIRFLOW_HOME"], f"{ti.dag_id}.try{ti.try_number}.pid").write_text(str(os.getpid()))
+
+
 def fault_dag(dag_id: str, operator: type[FlyteRayOperator] = FlyteRayOperator, **kwargs: Any) -> DAG:
     defaults = {
         "task_id": "job",
@@ -80,6 +87,32 @@ fault_dag(
     retries=1,
     retry_delay=timedelta(seconds=1),
 )
+# 2b: the same for a @task.ray function: the retry must return the first try's job's value.
+with DAG("fault_decorator_kill_after_submit", schedule=None, start_date=START, catchup=False, max_active_runs=4):
+
+    @task.ray(
+        task_id="job",
+        ray_job_config=CONFIG,
+        ray_conn_id="ray_kube",
+        deferrable=False,
+        poll_interval=2,
+        startup_timeout=240,
+        retries=1,
+        retry_delay=timedelta(seconds=1),
+        on_execute_callback=tell_pid,
+    )
+    def ticking_function(seconds: int) -> dict[str, Any]:
+        import time
+        import uuid
+
+        token = uuid.uuid4().hex  # new in every job: the value says which job made it
+        print(f"FAULT_TOKEN {token}", flush=True)
+        for i in range(seconds):
+            print(f"tick {i + 1}", flush=True)
+            time.sleep(1)
+        return {"token": token, "ticks": seconds}
+
+    ticking_function(30)
 # 3: the triggerer is SIGKILLed mid-wait and started again.
 fault_dag("fault_triggerer_killed", entrypoint=ticks(30))
 # 4, 5: the user marks the deferred task failed; execution_timeout while deferred.

@@ -5,6 +5,8 @@ the fault matrix in tests/faults."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.support.airflow_runs import wait_for_state
@@ -51,6 +53,39 @@ def test_kuberay_example_on_real_airflow(stack, custom, core, e2e_namespace, kub
     assert result["cluster_name"] == name and result["namespace"] == e2e_namespace and result["status"] == "SUCCEEDED"
     assert stack.links(dag_id, run_id, task_id)["extra_links"] == links
     wait_until_empty(core, custom, e2e_namespace, f"dag_id={dag_id}", timeout=30)
+
+
+def test_decorated_function_result_through_the_rest_api(stack, custom, core, e2e_namespace):
+    """@task.ray on a transient KubeRay cluster (the stack's ServiceAccount): the function's return value
+    is the task's XCom, read through the REST API; it ran on the task's own head pod."""
+    dag_id = "e2e_decorator_kube"
+    run_id = stack.trigger(dag_id, {"n": 7})
+    assert stack.wait_for_run(dag_id, run_id, timeout=400) == "success"
+    result = stack.xcom(dag_id, run_id, "job")
+    assert result["squares"] == [0, 1, 4, 9, 16, 25, 36], result
+    log = stack.task_log(dag_id, run_id, "job")
+    released = re.search(rf"Released RayCluster {e2e_namespace}/([a-z0-9-]+)", log)
+    assert released, log[-3000:]
+    assert result["host"].startswith(released.group(1) + "-head-"), result
+    assert "##flyray:" not in log  # result frames never reach the task log
+    wait_until_empty(core, custom, e2e_namespace, f"dag_id={dag_id}", timeout=30)
+
+
+def test_decorated_function_remote_traceback_in_the_task_log(stack):
+    """@task.ray on the local backend, raising: the task fails, and its log (through the REST API) has
+    the exception and the remote traceback pointing at the DAG file's line."""
+    dag_id = "e2e_decorator_raises"
+    run_id = stack.trigger(dag_id)
+    assert stack.wait_for_run(dag_id, run_id, timeout=300) == "failed"
+    assert stack.task_instance(dag_id, run_id, "job")["state"] == "failed"
+    log = stack.task_log(dag_id, run_id, "job")
+    dag_file = stack.dags_folder / "flyray_e2e_dags.py"
+    line = next(i for i, text in enumerate(dag_file.read_text().splitlines(), 1) if "return 1 / divisor" in text)
+    assert "the function raised ZeroDivisionError: division by zero" in log, log[-4000:]
+    assert "--- remote traceback ---" in log
+    assert f'File "{dag_file}", line {line}, in raises_remotely' in log, log[-4000:]
+    assert "E2E BEFORE THE RAISE" in log
+    assert "##flyray:" not in log
 
 
 # Triggerer restart, user kill and execution_timeout while deferred are rows 3-5 of the fault matrix

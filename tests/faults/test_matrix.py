@@ -201,6 +201,34 @@ def test_worker_killed_after_submission(scenario, start):
     record(scenario, run, f"try 1 killed (pid {pid}); try 2 followed {first}; success")
 
 
+@pytest.mark.scenario("2b", "@task.ray worker SIGKILLed after the job is submitted")
+def test_decorated_worker_killed_after_submission(scenario, start):
+    scenario.expect("the retry follows the same job and returns that job's value as XCom; success; 1 job")
+    run = start("fault_decorator_kill_after_submit")
+    first = run.counter.wait_for_job(run.task_key, "RUNNING")
+    # The value the job will return: the token it printed first, read from the job's own log.
+    logs_url = f"http://{run.head_ip()}:8265/api/jobs/{first}/logs"
+    deadline = time.monotonic() + 60
+    while "FAULT_TOKEN " not in (text := json.loads(urllib.request.urlopen(logs_url, timeout=5).read())["logs"]):
+        assert time.monotonic() < deadline, text[-2000:]
+        time.sleep(0.5)
+    token = text.split("FAULT_TOKEN ", 1)[1].split()[0]
+    pid = int((run.stack.home / f"{run.dag_id}.try1.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    assert run.finish() == "success"
+    ti = run.stack.task_instance(run.dag_id, run.run_id, "job")
+    assert ti["try_number"] == 2, ti
+    retry_log = run.log(2)
+    assert f"Reattaching to Ray job {first}" in retry_log, retry_log[-3000:]
+    value = run.stack.xcom(run.dag_id, run.run_id, "job")
+    assert value == {"token": token, "ticks": 30}, value
+    assert "##flyray:" not in retry_log  # the frames were read, not shown
+    assert run.jobs() == [first], run.jobs()
+    record(
+        scenario, run, f"try 1 killed (pid {pid}); try 2 followed {first}; XCom is that job's value ({token[:8]}...)"
+    )
+
+
 @pytest.mark.scenario("3", "triggerer SIGKILLed mid-wait and restarted")
 def test_triggerer_killed(scenario, start):
     scenario.expect("the wait resumes in the new triggerer; success; 1 job")

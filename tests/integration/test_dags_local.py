@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.support.airflow_runs import dags_test, home_with_test_dags
-from tests.support.leftovers import local_ray_pids
+from tests.support.leftovers import session_ray_pids
 
 pytestmark = [pytest.mark.airflow, pytest.mark.ray]
 
@@ -18,11 +18,11 @@ pytestmark = [pytest.mark.airflow, pytest.mark.ray]
 @pytest.fixture(autouse=True)
 def no_new_local_ray_processes():
     """Every test here must leave no Ray process of a local cluster behind."""
-    before = set(local_ray_pids())
+    before = set(session_ray_pids())
     yield
     deadline = time.monotonic() + 10
-    while set(local_ray_pids()) - before:
-        assert time.monotonic() < deadline, f"left behind: {sorted(set(local_ray_pids()) - before)}"
+    while set(session_ray_pids()) - before:
+        assert time.monotonic() < deadline, f"left behind: {sorted(set(session_ray_pids()) - before)}"
         time.sleep(0.5)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster, stop_local_cluster
 from airflow_provider_flyray.function_driver import FRAME_PREFIX
-from tests.support.airflow_runs import dags_test, home_with_test_dags
+from tests.support.airflow_runs import dags_test, home_with_test_dags, xcoms
 from tests.support.ray_jobs import rest
 from tests.support.waits import wait_for_dashboard
 
@@ -52,15 +51,6 @@ def home(tmp_path_factory, shared_head) -> dict[str, str]:
     return home_with_test_dags(
         root / "home", {"FLYRAY_DECORATOR_ADDRESS": shared_head, "FLYRAY_DECORATOR_FAILURES": str(failures)}
     )
-
-
-def xcoms(env: dict[str, str], dag_id: str) -> dict[tuple[str, int, str], Any]:
-    """(task_id, map_index, key) -> value of every XCom of the DAG's runs, from the metadata DB."""
-    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
-    # The column is JSON text; SQLite's numeric affinity hands a bare number back as a number.
-    return {(t, i, k): json.loads(v) if isinstance(v, str | bytes) else v for t, i, k, v in rows}
 
 
 def printed(output: str, prefix: str) -> Any:

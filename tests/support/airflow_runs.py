@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -51,6 +52,15 @@ def dags_test(dag_id: str, env: dict[str, str] | None = None, conf: dict | None 
         command += ["-c", json.dumps(conf)]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
     return result.stdout + result.stderr
+
+
+def xcoms(env: dict[str, str], dag_id: str) -> dict[tuple[str, int, str], Any]:
+    """(task_id, map_index, key) -> value of every XCom of the DAG's runs, from the metadata DB."""
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = ?", (dag_id,)).fetchall()
+    # The column is JSON text; SQLite's numeric affinity hands a bare number back as a number.
+    return {(t, i, k): json.loads(v) if isinstance(v, str | bytes) else v for t, i, k, v in rows}
 
 
 def home_with_test_dags(home: Path, env: dict[str, str] | None = None) -> dict[str, str]:

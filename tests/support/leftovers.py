@@ -3,6 +3,7 @@ namespaces of its pods, processes of local Ray clusters; and waiting until a nam
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -13,7 +14,27 @@ from tests.infra.kube import net
 from tests.infra.stack import local_ray_pids
 from tests.support.pod_network import netns_of
 
-__all__ = ["clusters_in", "head_pod", "leftovers", "local_ray_pids", "managed_clusters", "wait_until_empty"]
+__all__ = [
+    "SESSION_ENV",
+    "clusters_in",
+    "head_pod",
+    "leftovers",
+    "local_ray_pids",
+    "managed_clusters",
+    "session_ray_pids",
+    "wait_until_empty",
+]
+
+# Set by tests/conftest.py for the test session; inherited by the Airflow stacks it starts, their task
+# processes and the local Ray clusters those start. Other sessions on the same machine (other worktrees'
+# test runs) have their own, so their local Ray clusters are not this session's leaks.
+SESSION_ENV = "FLYRAY_TEST_SESSION"
+
+
+def session_ray_pids() -> list[int]:
+    """Processes of local Ray clusters started from this test session (all of them outside pytest)."""
+    session = os.environ.get(SESSION_ENV)
+    return local_ray_pids(f"{SESSION_ENV}={session}" if session else None)
 
 
 def clusters_in(custom: client.CustomObjectsApi, namespace: str, selector: str = "") -> list[dict[str, Any]]:
@@ -60,7 +81,7 @@ def leftovers(
     timeout: float = 60,
 ) -> list[str]:
     """What is still there after the task ended: RayClusters, pods, the network namespaces of the pods
-    that ran (``pod_uids``), local Ray processes. Waits up to ``timeout`` for graceful deletion to finish
+    that ran (``pod_uids``), this session's local Ray processes. Waits up to ``timeout`` for graceful deletion to finish
     before calling anything a leak."""
     deadline = time.monotonic() + timeout
     while True:
@@ -68,7 +89,7 @@ def leftovers(
         found += [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
         live_netns = set(net.list_netns())
         found += [f"netns {netns_of(uid)}" for uid in sorted(pod_uids) if netns_of(uid) in live_netns]
-        found += [f"local Ray pid {pid}" for pid in local_ray_pids()]
+        found += [f"local Ray pid {pid}" for pid in session_ray_pids()]
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
