@@ -45,6 +45,7 @@ EXPECTED_RULES = {
     ("", "events", "list"),
     ("", "services/proxy", "get"),
     ("", "services/proxy", "create"),
+    ("", "services/proxy", "update"),  # PUT: uploading a local working_dir / py_modules package
 }
 # Granted to every authenticated user by the default ClusterRoles (self access reviews), not by us.
 DEFAULT_GROUPS = {"authorization.k8s.io", "authentication.k8s.io"}
