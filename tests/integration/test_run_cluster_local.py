@@ -25,7 +25,9 @@ def home(tmp_path_factory) -> dict[str, str]:
 def setup_xcom(env: dict[str, str], dag_id: str) -> dict[str, Any]:
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as conn:
         (value,) = conn.execute(
-            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'ray_cluster' AND key = 'return_value'", (dag_id,)
+            "SELECT value FROM xcom WHERE dag_id = ? AND task_id = 'ray_cluster' AND key = 'return_value' "
+            "ORDER BY timestamp DESC LIMIT 1",  # this run's (the home may hold earlier runs, e.g. on KubeRay)
+            (dag_id,),
         ).fetchone()
     return json.loads(value)
 
