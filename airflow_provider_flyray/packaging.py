@@ -102,10 +102,6 @@ def is_remote(value: str) -> bool:
     return "://" in value
 
 
-def _flag_off(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "0") == "1"
-
-
 def local_packages(
     runtime_env: dict[str, Any] | None, base_dir: str | None, env: Mapping[str, str] | None = None
 ) -> tuple[dict[str, Any] | None, list[LocalPackage]]:
@@ -116,7 +112,7 @@ def local_packages(
     if not runtime_env:
         return runtime_env, []
     env = os.environ if env is None else env
-    gitignore = not _flag_off(env, IGNORE_GITIGNORE_ENV)
+    gitignore = env.get(IGNORE_GITIGNORE_ENV, "0") != "1"
     user_excludes = list(runtime_env.get("excludes") or [])
     packages: list[LocalPackage] = []
     out = dict(runtime_env)

@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_flyray.backends import backend_for
-from airflow_provider_flyray.backends.local_process import local_cluster_pids, start_local_cluster, stop_local_cluster
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.core.session import RaySession
 from airflow_provider_flyray.jobs_api import JobSubmission
@@ -30,7 +28,6 @@ from airflow_provider_flyray.packaging import local_packages
 from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
 from tests.support.airflow_runs import dags_test, home_with_test_dags
 from tests.support.ray_jobs import first_event, rest
-from tests.support.waits import wait_for_dashboard
 
 pytestmark = [pytest.mark.ray]
 LOG = logging.getLogger(__name__)
@@ -104,20 +101,10 @@ def test_trigger_reports_missing_packages_then_the_job_runs_with_the_uploaded_co
     assert second["status"] == "success" and f"SHIPPED {token}" in second["log_tail"], second
 
 
-@pytest.fixture(scope="module")
-def shipping_head() -> Iterator[str]:
-    ref = start_local_cluster("shipping-dags", num_cpus=1, object_store_memory=100_000_000)
-    try:
-        assert ref.address
-        wait_for_dashboard(ref.address)
-        yield ref.address
-    finally:
-        stop_local_cluster(ref)
-        assert local_cluster_pids(ref) == []
-
-
-def test_operator_ships_a_relative_working_dir_once(tmp_path, shipping_head):
-    home = home_with_test_dags(tmp_path / "home", {"FLYRAY_SHIPPING_ADDRESS": shipping_head})
+def test_operator_ships_a_relative_working_dir_once(tmp_path, local_head):
+    # The module's shared head (tests/integration/conftest.py): no run of this module shipped this tree yet.
+    assert local_head.address
+    home = home_with_test_dags(tmp_path / "home", {"FLYRAY_SHIPPING_ADDRESS": local_head.address})
     project = Path(home["AIRFLOW__CORE__DAGS_FOLDER"]) / "shipping_project"
     (project / "ignored.log").write_text("the project's .gitignore keeps this off the cluster\n")
 
