@@ -28,6 +28,8 @@ _EXPORTS = {
     "RayCreateClusterOperator": "airflow_provider_flyray.operators.ray_cluster",
     "RayDeleteClusterOperator": "airflow_provider_flyray.operators.ray_cluster",
     "ray_cluster_for_run": "airflow_provider_flyray.operators.ray_cluster",
+    "RaySweepPoolsOperator": "airflow_provider_flyray.operators.ray_pool",
+    "ReusePolicy": "airflow_provider_flyray.reuse",
     "RayClusterHook": "airflow_provider_flyray.hooks.ray_cluster",
     "RayJobTrigger": "airflow_provider_flyray.triggers.ray_job",
     "RayJobConfig": "airflow_provider_flyray.config",
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
         RayDeleteClusterOperator,
         ray_cluster_for_run,
     )
+    from airflow_provider_flyray.operators.ray_pool import RaySweepPoolsOperator
+    from airflow_provider_flyray.reuse import ReusePolicy
     from airflow_provider_flyray.triggers.ray_job import RayJobTrigger
 
 

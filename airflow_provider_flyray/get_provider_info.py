@@ -24,6 +24,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_flyray.operators.ray",
                     "airflow_provider_flyray.operators.ray_cluster",
+                    "airflow_provider_flyray.operators.ray_pool",
                 ],
             }
         ],

@@ -5,6 +5,7 @@
 ``address``               an existing Ray dashboard address: no Kubernetes, no lifecycle
 ``existing_raycluster``   an existing RayCluster by name: never created or deleted
 ``local``                 a Ray head on the Airflow machine (connection ``backend: local``)
+``pool``                  ``reuse=``: the pool's RayCluster, shared by the tasks of one config, leased
 ``raycluster``            a transient RayCluster per task instance (the default)
 ========================  =====================================================================
 
@@ -19,6 +20,7 @@ from airflow_provider_flyray.backends.address import AddressBackend
 from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
 from airflow_provider_flyray.backends.existing import ExistingRayClusterBackend
 from airflow_provider_flyray.backends.local import LocalBackend
+from airflow_provider_flyray.backends.pool import PoolBackend
 from airflow_provider_flyray.backends.shared import SharedClusterBackend
 from airflow_provider_flyray.backends.transient import TransientRayClusterBackend
 from airflow_provider_flyray.cluster import ClusterRef
@@ -35,6 +37,7 @@ for _backend in (
     AddressBackend(),
     ExistingRayClusterBackend(),
     LocalBackend(),
+    PoolBackend(),
     TransientRayClusterBackend(),
 ):
     register(_backend)

@@ -1,7 +1,8 @@
 """The protocol every way of getting a Ray cluster implements, and what a task asks of it.
 
 The operator (on the worker) calls :meth:`ClusterBackend.acquire` and :meth:`~ClusterBackend.release`;
-the trigger calls :meth:`~ClusterBackend.wait_until_ready`, :meth:`~ClusterBackend.dashboard`,
+the trigger calls :meth:`~ClusterBackend.holding` around its wait, and in it
+:meth:`~ClusterBackend.wait_until_ready`, :meth:`~ClusterBackend.dashboard`,
 :meth:`~ClusterBackend.watch_gone` and :meth:`~ClusterBackend.gone_reason`. Both only ever hold a
 :class:`~airflow_provider_flyray.cluster.ClusterRef` and ask the backend registered under its
 ``backend`` name; neither knows which backend it is talking to.
@@ -9,8 +10,9 @@ the trigger calls :meth:`~ClusterBackend.wait_until_ready`, :meth:`~ClusterBacke
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,6 +22,7 @@ from airflow_provider_flyray.connection import ConnectionSettings, DashboardAcce
 from airflow_provider_flyray.core.session import RaySession
 from airflow_provider_flyray.jobs_api import DashboardEndpoint, token_headers
 from airflow_provider_flyray.owners import Ending, Owner, should_delete
+from airflow_provider_flyray.reuse import ReusePolicy
 from airflow_provider_flyray.status import Startup, StartupVerdict
 
 # Airflow's ``ti.get_task_states(dag_id=, task_ids=, run_ids=)``: {run_id: {task_id[_map]: state}}.
@@ -41,6 +44,8 @@ class ClusterRequest:
     task_states: TaskStates | None = None
     # A cluster made for the DAG run by its setup task (``cluster=create.output``): used, never owned.
     cluster: ClusterRef | None = None
+    # ``reuse=``: run on the pool's cluster, shared with the tasks of the same config (backends/pool.py).
+    reuse: ReusePolicy | None = None
 
 
 class ClusterBackend:
@@ -94,6 +99,12 @@ class ClusterBackend:
     async def wait_until_ready(self, session: RaySession, ref: ClusterRef, deadline: float | None) -> StartupVerdict:
         """Ready, failed (with the reason) or past ``deadline``. The Jobs API answering is checked after."""
         return StartupVerdict(Startup.READY)
+
+    @contextlib.asynccontextmanager
+    async def holding(self, session: RaySession, ref: ClusterRef, holder_key: str) -> AsyncIterator[None]:
+        """Around the trigger's whole wait: what keeps the cluster this task's while it runs (a pool's
+        Lease renewal); nothing by default."""
+        yield
 
     async def dashboard(self, session: RaySession, ref: ClusterRef) -> DashboardEndpoint:
         """Where and how to reach the cluster's Ray dashboard (holds credentials: never serialise it)."""

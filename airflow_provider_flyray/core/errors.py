@@ -23,7 +23,10 @@ from airflow_provider_flyray.retries import MAX_ATTEMPTS, backoff_delay, is_retr
 
 T = TypeVar("T")
 
-RBAC_HINT = "Check the service account's Role (docker/rbac.yaml lists what the provider needs) and the namespace."
+RBAC_HINT = (
+    "Check the service account's Role (docker/rbac.yaml lists what the provider needs; pools, reuse=, "
+    "also need docker/rbac-pools.yaml) and the namespace."
+)
 KUBE_TLS_HINT = (
     "fix the kubeconfig's certificate-authority (the CA that signed the API server's certificate), "
     "or set the connection's `disable_verify_ssl: true` to skip verification (not recommended)"

@@ -37,3 +37,13 @@ class RayJobLink(_XComLink):
     """The task's Ray job in the Ray dashboard."""
 
     name = "Ray Job"
+
+
+def publish_links(ti: Any, dashboard_url: str | None, submission_id: str | None = None) -> None:
+    """Push the buttons' URLs (the dashboard, and the job when known) as the task's XComs."""
+    if not is_browser_url(dashboard_url):
+        return
+    assert dashboard_url is not None
+    ti.xcom_push(key=RayDashboardLink().xcom_key, value=dashboard_url)
+    if submission_id:
+        ti.xcom_push(key=RayJobLink().xcom_key, value=job_url(dashboard_url, submission_id))

@@ -9,9 +9,10 @@ from typing import Any
 
 from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction, RayJobConfig, validate_runtime_env
-from airflow_provider_flyray.connection import check_http_url
+from airflow_provider_flyray.connection import KUBERNETES_BACKEND, ConnectionSettings, check_http_url
 from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.naming import check_cluster_name
+from airflow_provider_flyray.reuse import ReusePolicy
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,40 @@ def shared_cluster(value: Any, *, cluster_name: str | None, address: str | None)
     return ref
 
 
+def pool_request(
+    reuse: ReusePolicy | None, settings: ConnectionSettings, op: Any, *, shared: ClusterRef | None, address: str | None
+) -> ReusePolicy | None:
+    """``reuse=``, checked against the rendered arguments: the pool applies to a cluster this provider
+    makes on Kubernetes (the local backend starts a head per task, and says so)."""
+    if reuse is None:
+        return None
+    if shared is not None or address or op.cluster_name:
+        given = "cluster" if shared is not None else "address" if address else "cluster_name"
+        raise ConfigError("reuse", f"a pool makes its own cluster; remove reuse or {given}")
+    if not op.wait_for_completion:
+        raise ConfigError("wait_for_completion", "False with reuse: nothing would hold the pool's cluster for the job")
+    if settings.backend != KUBERNETES_BACKEND:
+        op.log.warning(
+            "reuse= is for the Kubernetes backend; the %s backend starts a cluster for this task", settings.backend
+        )
+        return None
+    return reuse
+
+
+def check_reuse_lifecycle(op: Any) -> None:
+    """A pool's cluster is deleted by its idle rule alone (Flyte refuses these with reuse too)."""
+    if op.reuse is None:
+        return
+    config = op.ray_job_config
+    for name, value in (
+        ("on_finish_action", op.on_finish_action),
+        ("ray_job_config.shutdown_after_job_finishes", config.shutdown_after_job_finishes),
+        ("ray_job_config.ttl_seconds_after_finished", config.ttl_seconds_after_finished),
+    ):
+        if value is not None:
+            raise ConfigError(name, "cannot be set with reuse: the pool deletes its cluster after reuse.idle_ttl")
+
+
 def existing_address(own: str | None, config: RayJobConfig, cluster_name: str | None) -> str | None:
     """The Ray address the task names (``address=`` or ``RayJobConfig.address``), or None."""
     own, from_config = own or None, config.address
@@ -161,3 +196,4 @@ def check_static_arguments(op: Any) -> None:
         raise ConfigError("ray_conn_id", "expected a connection id")
     if not isinstance(op.wait_for_completion, bool):
         raise ConfigError("wait_for_completion", "expected True or False")
+    check_reuse_lifecycle(op)

@@ -30,7 +30,7 @@ from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.events import Outcome, RayJobEvent
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.jobs_api import JobSubmission
-from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink, is_browser_url, job_url
+from airflow_provider_flyray.links.ray import RayDashboardLink, RayJobLink, publish_links
 from airflow_provider_flyray.naming import TaskIdentity, job_metadata_for, submission_id_for
 from airflow_provider_flyray.operators import shipping, worker_wait
 from airflow_provider_flyray.operators.arguments import (
@@ -38,6 +38,7 @@ from airflow_provider_flyray.operators.arguments import (
     check_rendered_names,
     check_static_arguments,
     existing_address,
+    pool_request,
     rendered_metadata,
     rendered_runtime_env,
     resolve_lifecycle,
@@ -46,6 +47,7 @@ from airflow_provider_flyray.operators.arguments import (
     worker_deadline,
 )
 from airflow_provider_flyray.owners import Ending, Owner, TaskInstanceOwner, should_delete
+from airflow_provider_flyray.reuse import ReusePolicy, reuse_policy_from
 from airflow_provider_flyray.timings import Timings
 from airflow_provider_flyray.triggers.ray_job import DEFAULT_DASHBOARD_UNREACHABLE_TIMEOUT, RayJobTrigger
 
@@ -76,6 +78,8 @@ class FlyteRayOperator(BaseOperator):
     :param address: use this existing Ray dashboard URL (templated). Same as ``RayJobConfig.address``.
     :param cluster: the DAG run's cluster, ``create.output`` of a
         :class:`~airflow_provider_flyray.operators.ray_cluster.RayCreateClusterOperator` (templated).
+    :param reuse: :class:`~airflow_provider_flyray.reuse.ReusePolicy`: share a pool's cluster with the
+        tasks of the same config (this DAG run's, or all runs'), deleted after ``idle_ttl`` unused.
     :param runtime_env: Ray runtime_env (templated); alternative to ``RayJobConfig.runtime_env``.
     :param entrypoint_num_cpus: CPUs reserved for the entrypoint (driver) process.
     :param entrypoint_num_gpus: GPUs reserved for the entrypoint.
@@ -115,6 +119,7 @@ class FlyteRayOperator(BaseOperator):
         cluster_name: str | None = None,
         address: str | None = None,
         cluster: Any = None,
+        reuse: ReusePolicy | dict[str, Any] | None = None,
         runtime_env: dict[str, Any] | None = None,
         entrypoint_num_cpus: float | None = None,
         entrypoint_num_gpus: float | None = None,
@@ -141,6 +146,7 @@ class FlyteRayOperator(BaseOperator):
         self.cluster = cluster
         # Everything else is checked now, so a bad DAG fails at parse time with the field's name.
         self.ray_job_config = ray_job_config_from(ray_job_config)
+        self.reuse = reuse_policy_from(reuse)
         self.ray_conn_id = ray_conn_id
         self.entrypoint_num_cpus = entrypoint_num_cpus
         self.entrypoint_num_gpus = entrypoint_num_gpus
@@ -203,9 +209,11 @@ class FlyteRayOperator(BaseOperator):
         address = existing_address(self.address, self.ray_job_config, self.cluster_name)
         namespace = check_namespace(self.namespace, "namespace") if self.namespace else settings.namespace
         shared = shared_cluster(self.cluster, cluster_name=self.cluster_name, address=address)
+        reuse = pool_request(self.reuse, settings, self, shared=shared, address=address)
         if (
             address is None
             and shared is None
+            and reuse is None
             and not self.cluster_name
             and not self.wait_for_completion
             and should_delete(self.lifecycle.on_finish_action, Ending.SUCCEEDED)
@@ -225,6 +233,7 @@ class FlyteRayOperator(BaseOperator):
             address=address,
             task_states=getattr(context["ti"], "get_task_states", None),
             cluster=shared,
+            reuse=reuse,
         )
 
     def acquire_cluster(self, hook: RayClusterHook, backend: ClusterBackend, request: ClusterRequest) -> ClusterRef:
@@ -309,7 +318,7 @@ class FlyteRayOperator(BaseOperator):
         ref = self.acquire_cluster(hook, backend, request)
         self._ref, self._submission_id = ref, submission.submission_id
         try:
-            self._publish_links(context, backend.browser_url(request.settings, ref, None), submission.submission_id)
+            publish_links(context["ti"], backend.browser_url(request.settings, ref, None), submission.submission_id)
             submission = shipping.ship_before_deferral(self, hook, backend, ref, submission)
             trigger = self.build_trigger(context, ref, submission, request.owner, timings)
         except BaseException:
@@ -329,14 +338,6 @@ class FlyteRayOperator(BaseOperator):
         except AirflowTaskTimeout:
             self.log.warning("execution_timeout interrupted the wait: stopping the Ray job")
             return asyncio.run(worker_wait.timeout_event(trigger))
-
-    def _publish_links(self, context: Context, dashboard_url: str | None, submission_id: str) -> None:
-        if not is_browser_url(dashboard_url):
-            return
-        assert dashboard_url is not None
-        ti = context["ti"]
-        ti.xcom_push(key=RayDashboardLink().xcom_key, value=dashboard_url)
-        ti.xcom_push(key=RayJobLink().xcom_key, value=job_url(dashboard_url, submission_id))
 
     def _execution_deadline(self, context: Context) -> float | None:
         if not self.execution_timeout:
@@ -365,7 +366,7 @@ class FlyteRayOperator(BaseOperator):
     def _complete(self, context: Context, event: RayJobEvent) -> Any:
         ref = event.cluster
         if event.submission_id:
-            self._publish_links(context, event.dashboard_url, event.submission_id)
+            publish_links(context["ti"], event.dashboard_url, event.submission_id)
         # The trigger already stopped whatever needed stopping: a later worker on_kill (Airflow calls it
         # on AirflowTaskTimeout) has nothing left to do.
         self._ref, self._submission_id = ref, None

@@ -37,7 +37,7 @@ from airflow_provider_flyray.dag_run_owner import DagRunOwner, run_orphans
 from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.events import Outcome, RayJobEvent
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
-from airflow_provider_flyray.links.ray import RayDashboardLink, is_browser_url
+from airflow_provider_flyray.links.ray import RayDashboardLink, publish_links
 from airflow_provider_flyray.operators.arguments import check_seconds, shared_cluster
 from airflow_provider_flyray.operators.worker_wait import first_event
 from airflow_provider_flyray.owners import Ending
@@ -143,8 +143,7 @@ class RayCreateClusterOperator(BaseOperator):
             _delete(RayClusterHook(self.ray_conn_id, namespace=ref.namespace), ref, self.log)
             raise AirflowException(typed.reason or f"the Ray cluster did not become ready ({typed.status.value})")
         self.log.info("%s is ready for the tasks of this DAG run", ref.describe())
-        if is_browser_url(typed.dashboard_url):
-            context["ti"].xcom_push(key=RayDashboardLink().xcom_key, value=typed.dashboard_url)
+        publish_links(context["ti"], typed.dashboard_url)
         return ref.to_dict()
 
     def _sweep_finished_runs(self, hook: RayClusterHook, owner: DagRunOwner, namespace: str, context: Context) -> None:

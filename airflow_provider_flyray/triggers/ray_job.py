@@ -151,7 +151,8 @@ class RayJobTrigger(BaseTrigger):
         async with self.session() as session:
             self._settings = session.settings
             try:
-                event = await self.follow(session)
+                async with self.backend.holding(session, self.ref, self.owner_key):
+                    event = await self.follow(session)
             except EXPLAINED_ERRORS as exc:
                 event = await self._explain(session, exc)
             except Exception as exc:

@@ -52,6 +52,15 @@ def test_mapped_dag_runs_one_cluster_per_map_index(airflow_db):
     assert len(started) == 2, started
 
 
+def test_a_pool_dag_runs_on_the_local_backend_with_a_head_per_task(airflow_db):
+    """dags/example_flyray_pool.py in the demo's setting: pools are a Kubernetes feature, so each task
+    starts its own local head and the log says why (tests/integration/test_pools_kuberay.py shares)."""
+    output = dags_test("example_flyray_pool")
+    assert "state=success" in output, output[-3000:]
+    assert output.count("reuse= is for the Kubernetes backend") == 3
+    assert "POOL heads 3 distinct 3" in output
+
+
 def test_failing_job_fails_the_task_with_its_last_lines(test_dags_home):
     output = dags_test("flyray_failing_job", test_dags_home)
     assert "state=failed" in output
