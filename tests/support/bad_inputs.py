@@ -118,6 +118,13 @@ CASES: list[Case] = [
     Case("keep-vs-shutdown", "parse", "on_finish_action", "contradicts", {"on_finish_action": "keep_cluster", "ray_job_config": {"shutdown_after_job_finishes": True}}),
     Case("ttl-vs-keep-forever", "parse", "ttl_seconds_after_finished", "set only one", {"ray_job_config": {"shutdown_after_job_finishes": False, "ttl_seconds_after_finished": 60}}),
     Case("no-wait-transient", "run", "wait_for_completion", "on_finish_action='keep_cluster'", {"wait_for_completion": False}),
+    # ---- pools (reuse=) ------------------------------------------------------------------------------
+    Case("reuse-scope", "parse", "reuse.scope", "expected one of ['dag_run', 'global']", {"reuse": {"scope": "run"}}),
+    Case("reuse-ttl-negative", "parse", "reuse.idle_ttl", "seconds >= 0", {"reuse": {"idle_ttl": -5}}),
+    Case("reuse-unknown-field", "parse", "reuse", "unknown fields ['ttl']", {"reuse": {"ttl": 60}}),
+    Case("reuse-and-on-finish", "parse", "on_finish_action", "cannot be set with reuse", {"reuse": {}, "on_finish_action": "keep_cluster"}),
+    Case("reuse-and-cluster-name", "run", "reuse", "remove reuse or cluster_name", {"reuse": {}, "cluster_name": "existing"}),
+    Case("reuse-no-wait", "run", "wait_for_completion", "nothing would hold the pool's cluster", {"reuse": {}, "wait_for_completion": False}),
     # ---- where: address, namespace -------------------------------------------------------------------
     Case("address-no-scheme", "run", "address", "http(s) URL", {"address": "{{ params.bad_address }}"}),
     Case("address-and-cluster", "run", "cluster_name", "not both", {"address": "http://ray-head:8265", "cluster_name": "existing"}),
