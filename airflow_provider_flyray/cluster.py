@@ -14,6 +14,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ClusterRef:
+    """A cluster as plain, secret-free data: its backend, name, namespace and whether this provider owns it."""
+
     # The registered name of the backend handling this cluster (see backends/__init__.py).
     backend: str
     name: str

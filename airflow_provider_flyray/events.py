@@ -34,6 +34,8 @@ class Outcome(StrEnum):
 
 @dataclass(frozen=True)
 class RayJobEvent:
+    """The trigger's one event: how the wait ended, on which cluster, with the job's status and last lines."""
+
     status: Outcome
     cluster: ClusterRef
     submission_id: str

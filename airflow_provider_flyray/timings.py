@@ -17,6 +17,8 @@ LOG_PREFIX = "flyray timings"
 
 
 class Timings:
+    """A task's milestones, by name, in epoch seconds (see the module docstring)."""
+
     def __init__(self, earlier: Mapping[str, float] | None = None) -> None:
         self._marks: dict[str, float] = dict(earlier or {})
 

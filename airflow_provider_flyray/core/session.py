@@ -31,6 +31,8 @@ def _flag(value: Any) -> bool:
 
 
 class RaySession:
+    """One connection's settings, Kubernetes client and HTTP session (see the module docstring)."""
+
     def __init__(
         self,
         ray_conn_id: str | None,

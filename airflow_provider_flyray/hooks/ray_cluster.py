@@ -114,8 +114,8 @@ class RayClusterHook(KubernetesHook):
     # ---- the async core, synchronously -------------------------------------------------------------
 
     def async_session(self, log: Any = None) -> RaySession:
-        """A :class:`RaySession` for this connection, for use in async code (it reads the connection
-        asynchronously when entered)."""
+        """A :class:`~airflow_provider_flyray.core.session.RaySession` for this connection, for use in async
+        code (it reads the connection asynchronously when entered)."""
         return RaySession(self.ray_conn_id, namespace=self._namespace_override, log=log or self.log)
 
     def run(self, step: Callable[[RaySession], Awaitable[T]]) -> T:

@@ -9,8 +9,8 @@ everything ``execute_complete`` needs.
 It never asks which kind of cluster it follows: the backend named by the ClusterRef answers readiness,
 the dashboard's address and whether the cluster went away (:mod:`airflow_provider_flyray.backends`).
 
-A triggerer restart runs :meth:`run` again from the top with the same kwargs: every step derives its
-progress from Kubernetes and Ray, never from memory. :meth:`cleanup` deletes nothing; :meth:`on_kill`
+A triggerer restart runs :meth:`RayJobTrigger.run` again from the top with the same kwargs: every step derives its
+progress from Kubernetes and Ray, never from memory. ``cleanup()`` deletes nothing; :meth:`RayJobTrigger.on_kill`
 (a user marked the task failed or cleared it) stops the job and applies the cluster policy.
 """
 
@@ -148,6 +148,7 @@ class RayJobTrigger(BaseTrigger):
     # ---- the wait -----------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Follow the cluster and the job to their end and yield the one event (see the module docstring)."""
         async with self.session() as session:
             self._settings = session.settings
             try:
