@@ -12,7 +12,7 @@ STACK  := $(BIN)/python -m tests.infra.stack
 # apt-get runs as root: through sudo when make does not.
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser demo test lint unit faults bench clean
+.PHONY: install browser demo test lint docs unit faults bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The docs (docs/, Sphinx) as HTML in docs/_build/html; a warning or a broken reference (-n) fails it.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
 
-# Everything: lint, type check, Chromium if missing, the control plane build (cached), unit + integration
+# Everything: lint, type check, the docs build, Chromium if missing, the control plane build (cached), unit + integration
 # tests on real Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
-test: $(STAMP) lint browser
+test: $(STAMP) lint docs browser
 	$(KUBE) build
 	$(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -61,4 +65,4 @@ bench: $(STAMP)
 
 clean:
 	-$(KUBE) down
-	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .demo .pytest_cache .mypy_cache .ruff_cache docs/_build
