@@ -81,7 +81,7 @@ def _order(number: str) -> tuple[int, int, str]:
 
 
 def compact(data: list[dict[str, Any]], width: int = 110) -> str:
-    """The README's version of the table: shorter observations, same columns."""
+    """The docs' version of the table (docs/reliability.md): shorter observations, same columns."""
     rows = [Scenario(**{k: v for k, v in row.items() if k in Scenario.__dataclass_fields__}) for row in data]
     for row in rows:
         if len(row.observed) > width:
@@ -89,5 +89,5 @@ def compact(data: list[dict[str, Any]], width: int = 110) -> str:
     return markdown(rows)
 
 
-if __name__ == "__main__":  # python -m tests.support.fault_matrix: the last run's table, for the README
+if __name__ == "__main__":  # python -m tests.support.fault_matrix: the last run's table, for docs/reliability.md
     print(compact(json.loads((output_dir() / "fault-matrix.json").read_text())))
