@@ -95,8 +95,8 @@ class PoolBackend(RayClusterBackend):
         pools, namespace, policy = PoolClient(kube, log), request.namespace, request.reuse
         owner = PoolOwner.of(policy, request.config, identity.dag_id, identity.run_id)
         name, spec = owner.cluster_name(), pool_spec(request.config)
-        await sweep_pools(kube, namespace, log)
-        # The Lease first: a sweep judging the cluster from now on sees it (see pool_leases).
+        # The Lease first: a sweep judging the cluster from now on sees it (see pool_leases), so the
+        # sweep below never deletes the cluster this task is about to join.
         lease = lease_manifest(
             cluster_name=name,
             namespace=namespace,
@@ -106,6 +106,7 @@ class PoolBackend(RayClusterBackend):
         )
         await pools.hold(lease)
         try:
+            await sweep_pools(kube, namespace, log)
             await self._join_or_create(pools, kube, owner, request, spec, log)
         except BaseException:
             with contextlib.suppress(Exception):

@@ -28,7 +28,8 @@ from airflow_provider_flyray.naming import (
     MANAGED_BY_VALUE,
     TaskIdentity,
 )
-from tests.support import REPO
+from airflow_provider_flyray.reuse import ReusePolicy
+from tests.support import REPO, pools
 from tests.support.leftovers import clusters_in, wait_until_empty
 from tests.support.ray_jobs import SMALL_HEAD, create_cluster, run_trigger
 from tests.support.tenants import Tenant, provider_tenant
@@ -253,3 +254,27 @@ def test_token_auth_secret_needs_the_optional_role(tenant):
                     rbac.delete_namespaced_role(obj.metadata.name, ns)
                 else:
                     rbac.delete_namespaced_role_binding(obj.metadata.name, ns)
+
+
+# Every Lease and pool-cluster call of airflow_provider_flyray/core/leases.py.
+EXPECTED_POOL_RULES = {
+    *{("coordination.k8s.io", "leases", verb) for verb in ("create", "patch", "delete", "list")},
+    ("ray.io", "rayclusters", "patch"),
+}
+
+
+def test_pools_need_the_pool_role_which_grants_exactly_what_they_use(kube_control_plane, tmp_path):
+    """Without docker/rbac-pools.yaml a pool task fails before creating anything, naming that file; with
+    it the service account gains exactly the pools' calls."""
+    with (
+        provider_tenant(kube_control_plane, tmp_path, "flyray-rbac-pools") as tenant,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setenv("AIRFLOW_CONN_RAY_RBAC_POOL", tenant.conn("pod"))
+        identity = TaskIdentity("rbac", "pool", uuid.uuid4().hex)
+        with pytest.raises(PermissionError, match=r"Kubernetes refused \(403\).*docker/rbac-pools.yaml"):
+            pools.acquire("ray_rbac_pool", identity, ReusePolicy(idle_ttl=0), RayJobConfig(head_node_config=SMALL_HEAD))
+        assert clusters_in(tenant.custom, tenant.namespace) == []
+        assert pools.leases_in(tenant.admin, tenant.namespace) == []
+        pools.grant_pool_role(tenant.admin, tenant.namespace)
+        assert granted_rules(tenant, tenant.namespace) == EXPECTED_RULES | EXPECTED_POOL_RULES

@@ -187,3 +187,18 @@ def test_the_local_backend_runs_a_pool_task_on_its_own_head_and_says_so(caplog):
             is None
         )
     assert "reuse= is for the Kubernetes backend" in caplog.text
+
+
+def test_the_operator_takes_reuse_and_refuses_another_lifecycle_with_it():
+    from airflow_provider_flyray import FlyteRayOperator
+
+    op = FlyteRayOperator(task_id="pooled", entrypoint="echo", reuse={"idle_ttl": 60, "scope": "global"})
+    assert op.reuse == ReusePolicy(60.0, "global")
+    with pytest.raises(ConfigError) as err:
+        FlyteRayOperator(
+            task_id="ttl", entrypoint="echo", reuse=ReusePolicy(), ray_job_config={"ttl_seconds_after_finished": 30}
+        )
+    assert err.value.field == "ray_job_config.ttl_seconds_after_finished"
+    with pytest.raises(ConfigError) as err:
+        FlyteRayOperator(task_id="keep", entrypoint="echo", reuse=ReusePolicy(), on_finish_action="keep_cluster")
+    assert err.value.field == "on_finish_action"

@@ -1,0 +1,35 @@
+"""The same ten jobs of one DAG run on ten transient RayClusters, on one pool cluster (``reuse=``) and on
+one cluster made by a setup task (``ray_cluster_for_run``): benchmarks/shared_clusters.py compares them."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+
+from airflow_provider_flyray import FlyteRayOperator, HeadNodeConfig, RayJobConfig, ReusePolicy, ray_cluster_for_run
+
+START = pendulum.datetime(2026, 1, 1, tz="UTC")
+TASKS = 10
+JOB = "python -c \"import time; time.sleep(5); print('done')\""
+# Small enough that ten fit on the control plane's node at once (8 CPUs, 16 Gi).
+CONFIG = RayJobConfig(
+    head_node_config=HeadNodeConfig(
+        requests={"cpu": "500m", "memory": "1Gi"},
+        ray_start_params={"num-cpus": "2", "object-store-memory": "100000000"},
+    )
+)
+COMMON = {"task_id": "job", "ray_conn_id": "ray_bench", "deferrable": True}
+
+with DAG("bench_ten_transient", schedule=None, start_date=START, catchup=False, max_active_tasks=TASKS):
+    FlyteRayOperator.partial(ray_job_config=CONFIG, **COMMON).expand(entrypoint=[JOB] * TASKS)
+
+with DAG("bench_ten_pool", schedule=None, start_date=START, catchup=False, max_active_tasks=TASKS):
+    FlyteRayOperator.partial(ray_job_config=CONFIG, reuse=ReusePolicy(idle_ttl=0, scope="dag_run"), **COMMON).expand(
+        entrypoint=[JOB] * TASKS
+    )
+
+with (
+    DAG("bench_ten_run_cluster", schedule=None, start_date=START, catchup=False, max_active_tasks=TASKS),
+    ray_cluster_for_run("ray_cluster", ray_conn_id="ray_bench", ray_job_config=CONFIG) as cluster,
+):
+    FlyteRayOperator.partial(cluster=cluster, **COMMON).expand(entrypoint=[JOB] * TASKS)
