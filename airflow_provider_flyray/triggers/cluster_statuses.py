@@ -95,7 +95,7 @@ def endpoint_key(endpoint: DashboardEndpoint) -> str:
 @dataclass(frozen=True)
 class Snapshot:
     started: float  # monotonic: when the list was sent; every status in it is at least this new
-    jobs: dict[str, dict[str, Any]] | None  # the waiting jobs Ray listed; None: the list failed
+    jobs: dict[str, dict[str, Any]] | None  # by submission id; None: the list failed
 
 
 @dataclass
@@ -137,10 +137,12 @@ class ClusterStatuses:
             snapshot = Snapshot(started, None)
         else:
             self.last_list_size = len(listed)
+            # Every job listed, not only those waiting now: a job whose wait starts during the list is
+            # in it. Bounded: a list is only used while it is at most LIST_ENTRIES_PER_JOB per waiting job.
             jobs = {
                 str(info["submission_id"]): info
                 for info in listed
-                if isinstance(info, dict) and info.get("submission_id") in self.waiting
+                if isinstance(info, dict) and info.get("submission_id")
             }
             snapshot = Snapshot(started, jobs)
         finally:
