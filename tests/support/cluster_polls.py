@@ -109,10 +109,10 @@ def run_counted(proxy: ApiProxy, count: int, seconds: float, poll_interval: floa
     records = [r for r in list(proxy.records) if r.at >= since]
     # Ray's start and end times (epoch ms) on the proxy's monotonic clock (it runs in this process).
     offset = time.time() - time.monotonic()
-    ends = [e.get("end_time") for e in events]
-    starts = [e.get("start_time") for e in events]
-    if None in ends or None in starts:
+    if any(e.get("start_time") is None or e.get("end_time") is None for e in events):
         raise AssertionError(f"a job without start or end time: {events}")
+    starts = [float(e["start_time"]) for e in events]
+    ends = [float(e["end_time"]) for e in events]
     lo = max(starts) / 1000 - offset + poll_interval
     hi = min(ends) / 1000 - offset
     window = [r for r in records if lo <= r.at <= hi]
