@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 import time
 import weakref
 from collections import Counter
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_flyray.core.dashboard import MIN_TIMEOUT, STATUS_TIMEOUT, DashboardClient
+from airflow_provider_flyray.errors import RayJobsApiError
 from airflow_provider_flyray.jobs_api import DashboardEndpoint
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,9 @@ class ClusterStatuses:
             listed = await dashboard.list_jobs(endpoint, timeout=STATUS_TIMEOUT)
         except Exception as exc:  # any failure: each job asks for itself, which decides what it means
             log.debug("listing the jobs of %s failed (%s): per-job checks", self.url, type(exc).__name__)
+            if isinstance(exc, RayJobsApiError) and exc.status is not None and 400 <= exc.status < 500:
+                # Refused (a proxy's rules, say) rather than down: not asked again while jobs wait here.
+                self.last_list_size = sys.maxsize
             snapshot = Snapshot(started, None)
         else:
             self.last_list_size = len(listed)

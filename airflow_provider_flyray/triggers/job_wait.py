@@ -67,7 +67,6 @@ class JobWait:
 
     async def _until_end(self, shared: cluster_statuses.WaitingJob) -> dict[str, Any] | None:
         dashboard, wake = self.session.dashboard, asyncio.Event()
-        woken = False
         last_check = 0.0
         unreachable_since: float | None = None
         tail = self._open_tail(wake)
@@ -96,11 +95,11 @@ class JobWait:
                 timeout = STATUS_TIMEOUT if left is None else min(STATUS_TIMEOUT, max(MIN_TIMEOUT, left))
                 anchor: float | None = None  # set when the cluster's shared list answered
                 try:
-                    if fast is None and not woken:
+                    if fast is None and not (tail is not None and tail.done()):
                         oldest = cluster_statuses.oldest_usable(last_check, self.poll_interval)
                         info, anchor = await shared.status(dashboard, timeout, oldest)
                     else:
-                        # A fast check, or an early end signal (the tail closed): only a status newer than
+                        # A fast check, or the early end signal (the tail closed): only a status newer than
                         # the signal confirms it, and the job's own GET is the smallest request for one.
                         info = await dashboard.get_job(self.endpoint, self.submission_id, timeout=timeout)
                     unreachable_since = None
@@ -142,10 +141,8 @@ class JobWait:
                     # (Ray closes it at once after a byte that is not UTF-8) waits a poll interval.
                     assert self.logs is not None
                     tail = self._open_tail(wake, 0.0 if self.logs.tail_progressed else self.poll_interval)
-                woken = False
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), timeout=wait)
-                    woken = True
         finally:
             # Ray closes the tail seconds after the job ends: don't wait for it (the rest is streamed).
             for task in (gone_watch, tail):
