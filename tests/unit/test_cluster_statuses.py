@@ -131,7 +131,7 @@ async def test_a_failing_list_falls_back_to_each_jobs_own_checks(ray):
     for trigger in triggers:
         ray.script(trigger.job.submission_id, ends_after=2.0)
     tasks = [asyncio.create_task(first_event(t)) for t in triggers]
-    await until(lambda: ray.requests_to("GET", "/api/jobs/"))
+    await until(lambda: ray.requests_to("GET", "/api/jobs/"), timeout=20)
     ray.unreachable(0.6, "503")
     events = await asyncio.gather(*tasks)
     assert [e["status"] for e in events] == ["success"] * 3
@@ -144,7 +144,7 @@ async def test_a_longer_outage_fails_every_shared_job_as_unreachable(ray):
     for trigger in triggers:
         ray.script(trigger.job.submission_id, ends_after=math.inf)
     tasks = [asyncio.create_task(first_event(t)) for t in triggers]
-    await until(lambda: ray.requests_to("GET", "/api/jobs/"))
+    await until(lambda: ray.requests_to("GET", "/api/jobs/"), timeout=20)
     ray.unreachable(math.inf, "503")
     events = await asyncio.gather(*tasks)
     for event in events:
@@ -159,7 +159,7 @@ async def test_a_job_missing_from_the_list_is_decided_by_its_own_get(ray):
         ray.script(trigger.job.submission_id, ends_after=math.inf)
     tasks = [asyncio.create_task(first_event(t)) for t in triggers]
     gone = triggers[0].job.submission_id
-    await until(lambda: ray.requests_to("GET", "/api/jobs/") and gone in ray.jobs)
+    await until(lambda: ray.requests_to("GET", "/api/jobs/") and gone in ray.jobs, timeout=20)
     ray.forget(gone)
     event = await tasks[0]
     assert event["status"] == "error" and f"Ray job {gone} disappeared" in event["reason"], event
@@ -174,11 +174,11 @@ async def test_a_cancelled_wait_leaves_nothing_behind(ray):
     for trigger in triggers:
         ray.script(trigger.job.submission_id, ends_after=math.inf)
     tasks = [asyncio.create_task(first_event(t)) for t in triggers]
-    await until(lambda: len(ray.requests_to("GET", "/api/jobs/")) >= 2)
+    await until(lambda: len(ray.requests_to("GET", "/api/jobs/")) >= 2, timeout=20)
     (cluster,) = cluster_statuses.clusters().values()
     assert len(cluster.waiting) == 3
     tasks[0].cancel()
-    await until(lambda: len(cluster.waiting) == 2)
+    await until(lambda: len(cluster.waiting) == 2, timeout=20)
     for task in tasks[1:]:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
