@@ -112,7 +112,6 @@ class ClusterStatuses:
     last_list_size: int | None = None
     inflight: asyncio.Task[Snapshot] | None = None
     inflight_started: float = 0.0
-    lists_sent: int = 0  # for the benchmark and the logs
 
     async def snapshot_since(
         self, dashboard: DashboardClient, endpoint: DashboardEndpoint, oldest: float, timeout: float
@@ -130,7 +129,6 @@ class ClusterStatuses:
         return None
 
     async def _list(self, dashboard: DashboardClient, endpoint: DashboardEndpoint, started: float) -> Snapshot:
-        self.lists_sent += 1
         try:
             # Its own budget, not one job's deadline: every waiting job bounds its own wait for it.
             listed = await dashboard.list_jobs(endpoint, timeout=STATUS_TIMEOUT)
