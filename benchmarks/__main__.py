@@ -1,10 +1,12 @@
 """Every benchmark in one command; results in benchmarks/results/<date>.json and .md, tables printed at the end.
 
-    .venv/bin/python -m benchmarks [--quick] [--skip-capacity] [--skip-memory] [--skip-kube]
+    .venv/bin/python -m benchmarks [--quick] [--skip-capacity] [--skip-memory] [--skip-polls] [--skip-kube]
 
 1. trigger capacity sweep (``python -m benchmarks.trigger_capacity``, a subprocess; its JSON is read back);
    then the triggerer's memory against what a job prints (``python -m benchmarks.trigger_memory``: peak RSS
-   for a job printing 1 MiB vs 200 MiB on a real local Ray head; ``--quick``: 1 vs 20 MiB);
+   for a job printing 1 MiB vs 200 MiB on a real local Ray head; ``--quick``: 1 vs 20 MiB); then status
+   requests per job per poll with 1, 10 and 50 jobs on one local head (``python -m benchmarks.cluster_polls``;
+   ``--quick``: 1 and 10 jobs, one run each);
 2. real-path latency on the KubeRay control plane in a real Airflow stack (benchmarks/kuberay_latency.py):
    5 transient-cluster runs, then 20 jobs watched at once on one cluster;
 3. API economy (benchmarks/api_economy.py): requests per job-minute for a 60 s job, ours vs a fixed 5 s poll.
@@ -58,6 +60,19 @@ def memory(quick: bool) -> dict[str, Any]:
     return data
 
 
+def cluster_polls(quick: bool) -> dict[str, Any]:
+    out = RESULTS / f"cluster-polls-{today()}{'-quick' if quick else ''}.json"
+    jobs, runs = (["1", "10"], "1") if quick else (["1", "10", "50"], "3")
+    command = [sys.executable, "-m", "benchmarks.cluster_polls", "--jobs", *jobs, "--runs", runs, "--out", str(out)]
+    print("$ " + " ".join(command[1:]), flush=True)
+    done = subprocess.run(command, cwd=REPO)
+    if done.returncode != 0:
+        return {"failed": f"exit status {done.returncode}", "command": " ".join(command[1:])}
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["results_file"] = str(out.relative_to(REPO))
+    return data
+
+
 def capacity_table(data: dict[str, Any]) -> str:
     if "points" not in data:
         return f"(not run: {data.get('skipped') or data.get('failed')})"
@@ -99,6 +114,12 @@ def markdown(results: dict[str, Any]) -> str:
         mem = results["memory"]
         shown = trigger_memory.table(mem) if "runs" in mem else f"(not run: {mem.get('failed')})"
         parts += ["", "## Triggerer memory against job output", "", shown]
+    if "cluster_polls" in results:
+        from benchmarks import cluster_polls as polls
+
+        data = results["cluster_polls"]
+        shown = polls.table(data) if "points" in data else f"(not run: {data.get('failed')})"
+        parts += ["", "## Status requests with many jobs on one cluster (one triggerer)", "", shown]
     if "latency" in results:
         lat = results["latency"]
         parts += [
@@ -132,6 +153,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-polls", action="store_true")
     parser.add_argument("--skip-kube", action="store_true")
     args = parser.parse_args()
     started = time.time()
@@ -145,6 +167,8 @@ def main() -> None:
         results["capacity"] = capacity(args.quick)
     if not args.skip_memory:
         results["memory"] = memory(args.quick)
+    if not args.skip_polls:
+        results["cluster_polls"] = cluster_polls(args.quick)
     if not args.skip_kube:
         results.update(kube_parts(args.quick))
     results["loadavg_end"] = loadavg()

@@ -117,8 +117,8 @@ class DashboardClient:
             return submission.submission_id
         return str(interpret_response(status, text, "submit Ray job").get("submission_id", submission.submission_id))
 
-    async def list_jobs(self, endpoint: DashboardEndpoint) -> list[dict[str, Any]]:
-        status, text = await self.call(endpoint, jobs_api.list_jobs_request())
+    async def list_jobs(self, endpoint: DashboardEndpoint, timeout: float = DASHBOARD_TIMEOUT) -> list[dict[str, Any]]:
+        status, text = await self.call(endpoint, jobs_api.list_jobs_request(), timeout=timeout)
         return list(interpret_response(status, text, "list Ray jobs"))
 
     async def stop_job(

@@ -3,7 +3,9 @@
 The log tail closing (Ray closes it 2-4 s after the job ends) is the early end signal; a status check
 confirms it, so a dropped stream never decides the job's state. Output does not wake the status check:
 a check per output chunk would make the requests grow with how much the jobs print instead of with the
-poll interval. A dashboard that stops answering is retried for ``unreachable_timeout`` seconds.
+poll interval. A dashboard that stops answering is retried for ``unreachable_timeout`` seconds. The
+normal checks of the jobs waiting on one cluster share one list request per poll interval
+(:mod:`.cluster_statuses`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from airflow_provider_flyray.core.session import RaySession
 from airflow_provider_flyray.errors import ClusterGoneError, DashboardUnreachableError, RayJobsApiError
 from airflow_provider_flyray.jobs_api import DashboardEndpoint
 from airflow_provider_flyray.status import job_status_of
+from airflow_provider_flyray.triggers import cluster_statuses
 from airflow_provider_flyray.triggers.job_logs import JobLogStream
 
 # A tail that keeps closing (dropped streams) never checks the status more than twice a second.
@@ -59,6 +62,10 @@ class JobWait:
 
     async def until_end(self) -> dict[str, Any] | None:
         """The job's final status (Ray's job info), or None when the deadline came first."""
+        with cluster_statuses.waiting(self.endpoint, self.submission_id) as shared:
+            return await self._until_end(shared)
+
+    async def _until_end(self, shared: cluster_statuses.WaitingJob) -> dict[str, Any] | None:
         dashboard, wake = self.session.dashboard, asyncio.Event()
         last_check = 0.0
         unreachable_since: float | None = None
@@ -86,8 +93,15 @@ class JobWait:
                 left = None if self.deadline is None else self.deadline - time.time()
                 # A hung status call must not hold the execution deadline back.
                 timeout = STATUS_TIMEOUT if left is None else min(STATUS_TIMEOUT, max(MIN_TIMEOUT, left))
+                anchor: float | None = None  # set when the cluster's shared list answered
                 try:
-                    info = await dashboard.get_job(self.endpoint, self.submission_id, timeout=timeout)
+                    if fast is None and not (tail is not None and tail.done()):
+                        oldest = cluster_statuses.oldest_usable(last_check, self.poll_interval)
+                        info, anchor = await shared.status(dashboard, timeout, oldest)
+                    else:
+                        # A fast check, or the early end signal (the tail closed): only a status newer than
+                        # the signal confirms it, and the job's own GET is the smallest request for one.
+                        info = await dashboard.get_job(self.endpoint, self.submission_id, timeout=timeout)
                     unreachable_since = None
                 except TRANSIENT_DASHBOARD_ERRORS as exc:
                     if isinstance(exc, RayJobsApiError) and exc.status is not None and exc.status < 500:
@@ -109,7 +123,10 @@ class JobWait:
                 left = None if self.deadline is None else self.deadline - time.time()
                 if left is not None and left <= 0:
                     return None
-                wait = self.poll_interval if left is None else max(0.0, min(self.poll_interval, left))
+                interval = self.poll_interval
+                if anchor is not None:  # the next check shares the cluster's next list
+                    interval = cluster_statuses.next_check_in(anchor, self.poll_interval, time.monotonic())
+                wait = interval if left is None else max(0.0, min(interval, left))
                 if unreachable_since is not None:
                     wait = min(wait, UNREACHABLE_RETRY)
                 if fast is not None:

@@ -573,6 +573,14 @@ class RecordedRay(FakeRayDashboard):
         assert isinstance(job, ScriptedJob)
         self._end(job, status, message, driver_exit_code)
 
+    def forget(self, submission_id: str) -> None:
+        """Lose a job, as a head restarted without GCS fault tolerance does: it is no longer listed and
+        ``GET /api/jobs/{id}`` answers 404."""
+        job = self.jobs.pop(submission_id)
+        for timer in job.timers:
+            timer.cancel()
+        self._list_cache = None
+
     def _end(
         self, job: ScriptedJob, status: str, message: str | None, driver_exit_code: int | EllipsisType | None
     ) -> None:
