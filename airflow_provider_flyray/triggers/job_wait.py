@@ -5,7 +5,7 @@ confirms it, so a dropped stream never decides the job's state. Output does not 
 a check per output chunk would make the requests grow with how much the jobs print instead of with the
 poll interval. A dashboard that stops answering is retried for ``unreachable_timeout`` seconds. The
 normal checks of the jobs waiting on one cluster share one list request per poll interval
-(:mod:`.cluster_statuses`).
+(:mod:`~airflow_provider_flyray.triggers.cluster_statuses`).
 """
 
 from __future__ import annotations
