@@ -14,7 +14,10 @@ Run by ``python -m tests.infra.kube up`` as ``python -m tests.infra.kube.agent -
 * restart policy with exponential back-off, pod phase/conditions/container statuses;
 * graceful deletion (SIGTERM, grace period, SIGKILL, delete with grace 0, cleanup);
 * per-pod /etc/hosts (services and pods by DNS name) kept up to date, and a
-  ClusterIP held as /32 by one endpoint pod of its service.
+  ClusterIP held as /32 by one endpoint pod of its service;
+* projected volumes (the service-account token, CA and namespace; volumes.py) bind-mounted read-only
+  in each container's mount namespace, and the API server at ``kubernetes.default`` / 10.96.0.1:443 in
+  every pod (api_link.py), so in-cluster clients such as KubeRay's autoscaler work.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from pathlib import Path
 from kubernetes import client, config, watch
 from kubernetes.utils.quantity import parse_quantity
 
-from . import net, paths
+from . import api_link, net, paths, volumes
 
 log = logging.getLogger("flyray-agent")
 
@@ -162,6 +165,13 @@ class Container:
         }
 
 
+# $0 hostname, $1 the number of mounts, then (host dir, mount path) pairs, then the container's argv.
+START_SCRIPT = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do '
+    'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" '
+    '|| { echo "flyray node agent: cannot mount $1 at $2" >&2; exit 1; }; n=$((n - 1)); shift 2; done; '
+    'hostname "$0" 2>/dev/null; exec "$@"'
+)
 BACKOFF_BASE = 5.0
 BACKOFF_MAX = 300.0
 
@@ -195,6 +205,8 @@ class PodRunner(threading.Thread):
         self.sandbox = False
         self.delete_requested = False
         self.message: str | None = None
+        self.api_link: api_link.ApiLink | None = None
+        self.volumes = volumes.PodVolumes(pod, self.workdir, agent.api.core, lambda item: self.value_from(item, None))
 
     # -- external events
     def update(self, pod: dict) -> None:
@@ -242,6 +254,8 @@ class PodRunner(threading.Thread):
     def _run(self) -> None:
         self.setup_sandbox()
         self.push_status()
+        if not self.prepare_volumes():
+            return
         for c in self.inits:
             while True:
                 if self.stop_evt.is_set():
@@ -289,9 +303,25 @@ class PodRunner(threading.Thread):
                 self.go_terminal()
                 return
             self.phase = "Running"
+            self.volumes.refresh()
             self.push_status(force=changed)
             self.wake.wait(0.5)
             self.wake.clear()
+
+    def prepare_volumes(self) -> bool:
+        """Write the pod's projected volumes, retrying while a source is missing (a kubelet's
+        ContainerCreating); False if the pod is stopped meanwhile."""
+        while not self.stop_evt.is_set():
+            try:
+                self.volumes.prepare()
+                return True
+            except volumes.VolumeNotReady as e:
+                for c in self.inits[:1] + self.ctrs:
+                    c.message = f"MountVolume.SetUp failed: {e}"
+                self.push_status()
+                log.info("pod %s/%s: volume not ready: %s", self.ns, self.name, e)
+            self.stop_evt.wait(1.0)
+        return False
 
     def go_terminal(self) -> None:
         log.info("pod %s/%s is %s", self.ns, self.name, self.phase)
@@ -309,6 +339,7 @@ class PodRunner(threading.Thread):
         self.ip = self.agent.alloc_ip(self.uid)
         net.pod_setup(self.id, self.ip, self.hostname())
         self.sandbox = True
+        self.api_link = api_link.ApiLink(self.netns)
         self.agent.sync_net()  # hosts file complete before the first container starts
         log.info("pod %s/%s: sandbox %s ip %s", self.ns, self.name, self.netns, self.ip)
 
@@ -316,6 +347,9 @@ class PodRunner(threading.Thread):
         return (self.pod["spec"].get("hostname") or self.name)[:63]
 
     def teardown(self, keep_files: bool = False) -> None:
+        if self.api_link is not None:
+            self.api_link.close()
+            self.api_link = None
         if self.sandbox:
             net.delete_netns(self.netns)
             self.sandbox = False
@@ -366,7 +400,8 @@ class PodRunner(threading.Thread):
             env[name] = v
         return env
 
-    def value_from(self, vf: dict, c: Container) -> str | None:
+    def value_from(self, vf: dict, c: Container | None) -> str | None:
+        """An env var's valueFrom; ``c`` None for a downwardAPI volume item (which names its container)."""
         pod = self.pod
         if vf.get("fieldRef"):
             fp = vf["fieldRef"]["fieldPath"]
@@ -387,7 +422,7 @@ class PodRunner(threading.Thread):
             }.get(fp, "")
         if vf.get("resourceFieldRef"):
             rf = vf["resourceFieldRef"]
-            target = c.spec
+            target = c.spec if c is not None else {}
             if rf.get("containerName"):
                 for cc in (pod["spec"].get("containers") or []) + (pod["spec"].get("initContainers") or []):
                     if cc["name"] == rf["containerName"]:
@@ -422,6 +457,10 @@ class PodRunner(threading.Thread):
         cmd = [expand(x, env) for x in (c.spec.get("command") or [])]
         args = [expand(x, env) for x in (c.spec.get("args") or [])]
         argv = cmd + args if cmd else (args or ["sleep", "infinity"])
+        # `ip netns exec` gives each container its own mount namespace (where the pod's /etc/hosts is
+        # bind-mounted, never propagated to the host): the volumes are bind-mounted there, read-only as
+        # a kubelet mounts projected volumes; a failed mount fails the container, as it would there.
+        mounts = self.volumes.mounts(c.spec)
         full = [
             "ip",
             "netns",
@@ -432,8 +471,10 @@ class PodRunner(threading.Thread):
             "--",
             "/bin/sh",
             "-c",
-            'hostname "$0" 2>/dev/null; exec "$@"',
+            START_SCRIPT,
             self.hostname(),
+            str(len(mounts)),
+            *[p for m in mounts for p in m],
             *argv,
         ]
         with open(self.workdir / "logs" / f"{c.name}.log", "ab") as logf:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import build, certs, net, paths
+from . import build, certs, net, paths, volumes
 
 COMPONENTS = ["etcd", "apiserver", "controller-manager", "operator", "agent"]  # start order
 AGENT_MODULE = f"{__package__}.agent"  # tests.infra.kube.agent, run with the checkout on PYTHONPATH
@@ -384,6 +384,7 @@ def _down() -> None:
     _kill_pod_groups()
     _kill_netns_procs()
     net.host_teardown()
+    volumes.remove_mount_points(paths.STATE_DIR)  # after the pods: nothing is mounted on them any more
     if paths.STATE_DIR.exists():
         import shutil
 

@@ -6,7 +6,8 @@ enslaved to the bridge), ``lo`` up, and an on-link route for the service range.
 No default routes anywhere in pods; host ``ip_forward`` is never touched.  The
 rest of 10.244.0.0/16 is blackholed on the host; the service range 10.96.0.0/16
 is on-link via the bridge (a ClusterIP answers only if an endpoint pod holds it
-as a /32 on its eth0).
+as a /32 on its eth0). The API server's ClusterIP 10.96.0.1 is on each pod's ``lo``
+instead, where the node agent relays it to the API server (api_link.py).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def pod_setup(pid_id: str, pod_ip: str, hostname: str) -> str:
     ip("link", "set", host_if, "master", paths.BRIDGE)
     ip("link", "set", host_if, "up")
     ip("link", "set", "lo", "up", ns=ns)
+    # The `kubernetes` Service's ClusterIP is local in every pod: the agent relays it to the API server
+    # (api_link.py). On lo, not eth0, so set_service_ips (which owns eth0's service addresses) leaves it.
+    ip("addr", "add", f"{paths.APISERVER_SERVICE_IP}/32", "dev", "lo", ns=ns)
     ip("link", "set", tmp_if, "name", "eth0", ns=ns)
     ip("addr", "add", f"{pod_ip}/24", "dev", "eth0", ns=ns)
     ip("link", "set", "eth0", "up", ns=ns)
