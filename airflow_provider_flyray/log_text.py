@@ -7,7 +7,7 @@ What Ray 2.60 really sends (checked against a local ``ray start --head``):
   tail closes at once (losing what was buffered around the bad byte) and ``GET .../logs`` answers 500
   with a traceback;
 - the state API ``GET /api/v0/logs/file?node_id=..&filename=job-driver-{id}.log`` (and ``/logs/stream``,
-  which follows the file) serves the raw bytes, ``\\r`` included: :class:`RawLineAssembler` turns them into
+  which follows the file) serves the raw bytes, ``\\r`` included: ``RawLineAssembler`` turns them into
   the lines a terminal shows (a ``\\r`` progress bar: its last state, once).
 
 Airflow 3's log viewer renders SGR colour sequences (``ESC[...m``, through its bundled ANSI-to-JSON

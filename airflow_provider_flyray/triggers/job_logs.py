@@ -11,7 +11,7 @@ Where the log comes from (Ray 2.60, checked against a local head):
   Its bytes keep each ``\\r``, so a progress bar collapses to its last state (one line, not one per
   redraw); positions are byte offsets. Ray never ends a followed log: the Jobs API's WebSocket tail is
   kept open beside it, its text unused, because its closing (2-4 s after the job's end) is the early end
-  signal :class:`~airflow_provider_flyray.triggers.job_wait.JobWait` relies on.
+  signal ``JobWait`` relies on.
 - **the Jobs API, text** (the fallback: a state API that answers 4xx/5xx, e.g. an older Ray, a token or
   proxy path that does not let it through; one line says so): the WebSocket tail and ``GET .../logs``
   read the log as UTF-8 text, each ``\\r`` arriving as a newline; positions are characters. At a byte
