@@ -4,8 +4,10 @@ these functions; tests and test doubles use them too.
 
 Endpoints (served by the head's dashboard, port 8265): ``POST /api/jobs/``, ``GET /api/jobs/{id}``,
 ``GET /api/jobs/{id}/logs``, WebSocket ``/api/jobs/{id}/logs/tail``, ``POST /api/jobs/{id}/stop``,
-``GET /api/jobs/``, ``GET /api/version``; a runtime_env package: ``GET /api/packages/gcs/{name}`` (200: the
-cluster has it, and pins it for a while; 404: it has not), ``PUT`` the same path with the raw zip.
+``GET /api/jobs/``, ``GET /api/version``; the state API's raw driver log, ``GET /api/v0/logs/file`` and
+``/api/v0/logs/stream`` (by the job's ``driver_node_id``); a runtime_env package:
+``GET /api/packages/gcs/{name}`` (200: the cluster has it, and pins it for a while; 404: it has not),
+``PUT`` the same path with the raw zip.
 """
 
 from __future__ import annotations
@@ -105,11 +107,26 @@ def logs_request(submission_id: str) -> ApiRequest:
     return ApiRequest("GET", f"/api/jobs/{quote(submission_id, safe='')}/logs")
 
 
+# Seconds between the state API's reads of a followed log at its end (Ray's default is 1).
+FOLLOW_INTERVAL = 0.5
+
+
 def driver_log_request(node_id: str, submission_id: str) -> ApiRequest:
-    """The job's driver log as raw bytes, from Ray's state API (its Jobs API endpoints read the log as
-    UTF-8 text and fail on any other byte)."""
+    """The job's whole driver log as raw bytes, from Ray's state API (its Jobs API endpoints read the log
+    as UTF-8 text: they fail on any other byte and turn each ``\\r`` into a newline)."""
+    return ApiRequest("GET", _driver_log_path("file", node_id, submission_id))
+
+
+def follow_driver_log_request(node_id: str, submission_id: str, interval: float = FOLLOW_INTERVAL) -> ApiRequest:
+    """The job's driver log as raw bytes from its start, then followed (every ``interval`` s) for as long
+    as the request stays open: Ray never ends it, the reader does."""
+    return ApiRequest("GET", _driver_log_path("stream", node_id, submission_id) + f"&interval={interval:g}")
+
+
+def _driver_log_path(media: str, node_id: str, submission_id: str) -> str:
+    # By node and file name: ``submission_id=`` alone answers 500 on Ray 2.60; ``lines=-1``: from the start.
     filename = quote(f"job-driver-{submission_id}.log", safe="")
-    return ApiRequest("GET", f"/api/v0/logs/file?node_id={quote(node_id, safe='')}&filename={filename}&lines=-1")
+    return f"/api/v0/logs/{media}?node_id={quote(node_id, safe='')}&filename={filename}&lines=-1"
 
 
 def stop_request(submission_id: str) -> ApiRequest:

@@ -6,7 +6,9 @@ What Ray 2.60 really sends (checked against a local ``ray start --head``):
   ``\\r\\n`` arrive as ``\\n`` (universal newlines), and a byte that is not UTF-8 makes the read raise: the
   tail closes at once (losing what was buffered around the bad byte) and ``GET .../logs`` answers 500
   with a traceback;
-- the state API ``GET /api/v0/logs/file?node_id=..&filename=job-driver-{id}.log`` streams the raw bytes.
+- the state API ``GET /api/v0/logs/file?node_id=..&filename=job-driver-{id}.log`` (and ``/logs/stream``,
+  which follows the file) serves the raw bytes, ``\\r`` included: ``RawLineAssembler`` turns them into
+  the lines a terminal shows (a ``\\r`` progress bar: its last state, once).
 
 Airflow 3's log viewer renders SGR colour sequences (``ESC[...m``, through its bundled ANSI-to-JSON
 converter) and drops ``\\r``; every other control sequence (cursor movement, screen clears, OSC titles and
@@ -114,6 +116,99 @@ class LineAssembler:
         """The log is complete: its last line, even without a newline."""
         pending, self._pending = self._pending, ""
         return [sanitize(piece) for piece in _pieces(pending)] if pending else []
+
+
+def overlay(text: str, screen: str) -> str:
+    """``text`` written over ``screen`` from its first column (what a ``\\r`` then ``text`` shows)."""
+    return text + screen[len(text) :]
+
+
+class RawLineAssembler:
+    """Raw log bytes (the state API's driver log, ``\\r`` included), read from its start, into the lines a
+    terminal shows: a line rewritten with ``\\r`` (a progress bar) shows only its last state, ``\\r\\n`` is
+    a line end, bytes that are not UTF-8 become U+FFFD. Each line is then sanitised as :func:`sanitize` does.
+
+    Offsets count bytes: ``skip`` bytes (shown by an earlier read) are consumed silently, :attr:`shown`
+    is the end of the last line handed out (a partial line is re-read if the stream drops).
+    :attr:`shown_text` counts the same lines in the characters of Ray's text-mode reads (``\\r`` and
+    ``\\r\\n`` read as one ``\\n``), so a read through the Jobs API resumes exactly there. Memory is bounded:
+    the pending line keeps its drawn state (at most :data:`MAX_LINE_CHARS`) and the bytes after its last
+    ``\\r``; a segment longer than MAX_LINE_CHARS bytes is shown in pieces.
+    """
+
+    def __init__(self, skip: int = 0, skip_text: int = 0) -> None:
+        self._skip = skip
+        self.consumed = 0
+        self.shown = skip
+        self.shown_text = skip_text
+        self._screen = ""  # the pending line as drawn up to its last \r
+        self._screen_bytes = 0  # its bytes, each \r included
+        self._screen_text = 0  # its characters as Ray's text-mode reads count them
+        self._segment = bytearray()  # the pending bytes after its last \r
+        self._after_cr = False  # the last byte was a \r (a \n right after it is one line end with it)
+
+    def feed(self, data: bytes) -> list[str]:
+        start, self.consumed = self.consumed, self.consumed + len(data)
+        if self.consumed <= self._skip:
+            return []
+        if start < self._skip:
+            data = data[self._skip - start :]
+        *complete, last = data.split(b"\n")
+        lines = []
+        for piece in complete:
+            self._add(piece)
+            while len(self._segment) > MAX_LINE_CHARS:
+                lines.append(self._cut())
+            lines.append(self._end_line(1))
+        self._add(last)
+        while len(self._segment) > MAX_LINE_CHARS:
+            lines.append(self._cut())
+        return lines
+
+    def finish(self) -> list[str]:
+        """The log is complete: its last line, even without a newline."""
+        if not self._segment and not self._screen_bytes:
+            return []
+        return [self._end_line(0)]
+
+    def _add(self, piece: bytes) -> None:
+        if not piece:
+            return
+        if b"\r" in piece:
+            *drawn, piece = piece.split(b"\r")
+            for part in drawn:
+                self._segment += part
+                text = self._segment.decode("utf-8", "replace")
+                self._screen = overlay(text, self._screen)
+                self._screen_bytes += len(self._segment) + 1
+                self._screen_text += len(text) + 1
+                self._segment.clear()
+            self._after_cr = not piece
+        else:
+            self._after_cr = False
+        self._segment += piece
+
+    def _end_line(self, newline: int) -> str:
+        """The pending line, ended by ``newline`` bytes (1: a \\n, 0: the end of the log)."""
+        text = self._segment.decode("utf-8", "replace")
+        line = overlay(text, self._screen)
+        self.shown += self._screen_bytes + len(self._segment) + newline
+        # Ray's text-mode read turns "\r\n" into one "\n": the \r already counted it.
+        self.shown_text += self._screen_text + len(text) + (0 if self._after_cr else newline)
+        self._screen, self._screen_bytes, self._screen_text, self._after_cr = "", 0, 0, False
+        self._segment.clear()
+        return sanitize(line)
+
+    def _cut(self) -> str:
+        """A piece of a line that is too long, cut at a character boundary (the rest starts afresh)."""
+        cut = MAX_LINE_CHARS
+        while cut > MAX_LINE_CHARS - 3 and self._segment[cut] & 0xC0 == 0x80:  # a UTF-8 continuation byte
+            cut -= 1
+        rest = self._segment[cut:]
+        del self._segment[cut:]
+        line = self._end_line(0)
+        self._segment = rest
+        return line
 
 
 def _pieces(line: str) -> list[str]:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -156,16 +156,23 @@ class DashboardClient:
         (``raw=False``, a JSON string) or raw bytes decoded with replacement characters (``raw=True``).
         A long log may take longer than DASHBOARD_TIMEOUT: only each read is bounded, and ``total``."""
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=DASHBOARD_TIMEOUT, sock_read=DASHBOARD_TIMEOUT)
+        decode = log_text.utf8_text_decoder().decode if raw else log_text.JsonStringStream().feed
+        async for chunk in self.stream_bytes(endpoint, request, what, timeout):
+            if text := decode(chunk, False):
+                yield text
+        if text := decode(b"", True):
+            yield text
+
+    async def stream_bytes(
+        self, endpoint: DashboardEndpoint, request: ApiRequest, what: str, timeout: aiohttp.ClientTimeout
+    ) -> AsyncGenerator[bytes, None]:
+        """An answer's body in chunks of at most LOG_CHUNK_BYTES, as they arrive; an error answer raises."""
         async with self._open(endpoint, request, timeout) as response:
             if response.status >= 400:
                 body = await response.content.read(ERROR_BODY_BYTES)
                 raise jobs_api.error_for(response.status, body.decode("utf-8", "replace"), what)
-            decode = log_text.utf8_text_decoder().decode if raw else log_text.JsonStringStream().feed
             async for chunk in response.content.iter_chunked(LOG_CHUNK_BYTES):
-                if text := decode(chunk, False):
-                    yield text
-            if text := decode(b"", True):
-                yield text
+                yield chunk
 
     def job_log_text(
         self, endpoint: DashboardEndpoint, submission_id: str, total: float | None = None
@@ -178,6 +185,23 @@ class DashboardClient:
     ) -> AsyncIterator[str]:
         request = jobs_api.driver_log_request(node_id, submission_id)
         return self.stream_log(endpoint, request, f"driver log of Ray job {submission_id}", True, total)
+
+    def driver_log_bytes(
+        self, endpoint: DashboardEndpoint, node_id: str, submission_id: str, total: float | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The whole raw driver log (state API), as it arrives; only each read is bounded, and ``total``."""
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=DASHBOARD_TIMEOUT, sock_read=DASHBOARD_TIMEOUT)
+        request = jobs_api.driver_log_request(node_id, submission_id)
+        return self.stream_bytes(endpoint, request, f"driver log of Ray job {submission_id}", timeout)
+
+    def follow_driver_log(
+        self, endpoint: DashboardEndpoint, node_id: str, submission_id: str
+    ) -> AsyncGenerator[bytes, None]:
+        """The raw driver log from its start, then followed; it never ends by itself (a quiet job sends
+        nothing for as long as it is quiet: no read timeout)."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=DASHBOARD_TIMEOUT, sock_read=None)
+        request = jobs_api.follow_driver_log_request(node_id, submission_id)
+        return self.stream_bytes(endpoint, request, f"followed driver log of Ray job {submission_id}", timeout)
 
     async def tail_job_logs(self, endpoint: DashboardEndpoint, submission_id: str) -> AsyncIterator[str]:
         """Text chunks from the WebSocket log tail; ends when Ray closes it (normally: the job ended)."""

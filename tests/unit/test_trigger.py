@@ -160,7 +160,8 @@ async def test_end_is_noticed_when_the_tail_closes_not_at_the_next_poll(ray):
     assert event["status"] == "success"
     # Ray's tail closes 2-4 tail sleeps after the end; then one status check (at most 0.5 s apart).
     assert received - ray.jobs[sid].end < 4 * TAIL_SLEEP + 0.5 + 0.5
-    assert len(ray.requests_to("GET", f"/api/jobs/{sid}")) <= 3
+    # (and one look-up of the driver's node, for the state API's raw log)
+    assert len(ray.requests_to("GET", f"/api/jobs/{sid}")) <= 4
 
 
 async def test_end_is_noticed_at_the_next_poll_without_logs(ray, caplog):

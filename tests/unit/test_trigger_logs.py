@@ -105,8 +105,11 @@ async def test_a_cr_progress_bar_reaches_the_task_log_as_ray_sends_it_without_ra
     ray.script(sid, lines=["p 10%\rp 50%\rp 100%", "done"])
     await first_event(trigger)
 
-    # Ray 2.60 turns \r into \n before anything is sent: the frames come as lines, shown once each.
+    # The double serves no /api/v0/logs/stream: this is the Jobs API fallback, where Ray 2.60 turns \r into
+    # \n before anything is sent: the frames come as lines, shown once each (the raw path collapses them:
+    # tests/integration/test_trigger_raw_log_local.py on real Ray).
     assert own(ray_lines(caplog)) == ["p 10%", "p 50%", "p 100%", "done"]
+    assert sum("did not serve the raw log" in m for m in messages(caplog, logging.INFO)) == 1
 
 
 async def test_a_line_that_never_ends_is_shown_in_pieces(ray, caplog):
