@@ -6,7 +6,8 @@ A real Airflow stack (scheduler, triggerer, api-server) on the KubeRay control p
 benchmarks/dags/flyray_shared_bench_dags.py, interleaved per round: the same ten 5-second jobs on ten
 transient clusters (``bench_ten_transient``), on one pool cluster (``reuse=ReusePolicy(idle_ttl=0,
 scope="dag_run")``, ``bench_ten_pool``) and on one cluster of a setup task (``ray_cluster_for_run``,
-``bench_ten_run_cluster``). Per run: wall time (triggered -> success), cluster starts (RayCluster uids
+``bench_ten_run_cluster``), two tasks at a time (``max_active_tasks=2``: ten, and four, Ray heads
+starting at once on this 2-core machine timed out in ``ray start``). Per run: wall time (triggered -> success), cluster starts (RayCluster uids
 created), Ray pod-seconds (every pod from first to last sight, until the last one is gone), and the
 ten job tasks' worker-slot seconds (from the operator's timings lines). Medians over the runs.
 Goal (issue 12): 1 start instead of 10, wall time at most 1/3 of the transient one.
@@ -89,7 +90,14 @@ def one_run(bench: Any, stack: AirflowStack, mode: str) -> dict[str, float]:
     clock.start()
     try:
         started = time.time()
-        run_id = run_dag(stack, MODES[mode], timeout=900)
+        try:
+            run_id = run_dag(stack, MODES[mode], timeout=900)
+        except RuntimeError:
+            for log in sorted((stack.home / "logs").glob(f"dag_id={MODES[mode]}/**/*.log")):
+                text = log.read_text(errors="replace")
+                if "ERROR" in text or "Traceback" in text:
+                    print(f"--- {log}\n{text[-3000:]}", flush=True)
+            raise
         wall = time.time() - started
         deadline = time.monotonic() + 180
         while not clock.idle():
