@@ -6,10 +6,10 @@ A real Airflow stack (scheduler, triggerer, api-server) on the KubeRay control p
 benchmarks/dags/flyray_shared_bench_dags.py, interleaved per round: the same ten 5-second jobs on ten
 transient clusters (``bench_ten_transient``), on one pool cluster (``reuse=ReusePolicy(idle_ttl=0,
 scope="dag_run")``, ``bench_ten_pool``) and on one cluster of a setup task (``ray_cluster_for_run``,
-``bench_ten_run_cluster``), two tasks at a time (``max_active_tasks=2``: ten, and four, Ray heads
-starting at once on this 2-core machine timed out in ``ray start``). Per run: wall time (triggered -> success), cluster starts (RayCluster uids
-created), Ray pod-seconds (every pod from first to last sight, until the last one is gone), and the
-ten job tasks' worker-slot seconds (from the operator's timings lines). Medians over the runs.
+``bench_ten_run_cluster``), two tasks at a time (``max_active_tasks=2``: ten, and four, Ray heads starting at
+once on this 2-core machine timed out in ``ray start``). Per run: wall time (triggered -> success), cluster
+starts (RayCluster uids created), Ray pod-seconds (every pod from first to last sight, until the last one is
+gone), and the ten job tasks' worker-slot seconds (from the operator's timings lines). Medians over the runs.
 Goal (issue 12): 1 start instead of 10, wall time at most 1/3 of the transient one.
 
 Writes benchmarks/results/shared-clusters-<date>.json.
