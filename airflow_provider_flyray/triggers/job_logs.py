@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +47,9 @@ STREAM_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 # While a job has no driver yet (its runtime env is being set up), its info is asked for this often
 # (growing from the first to the second), to learn the node that will hold its driver log.
 DRIVER_NODE_WAIT = (0.2, 2.0)
+# The wait's status checks name the driver's node (learn_driver_node): the stream asks for it itself only
+# when no status check came for this long, so N jobs on a cluster add no request to its one list per poll.
+DRIVER_NODE_OWN_LOOKUP_AFTER = 10.0
 
 
 class StateApiUnavailable(Exception):
@@ -66,6 +70,8 @@ class JobLogStream:
         self.raw: bool | None = None
         # The node holding the job's driver log (the job info's ``driver_node_id``), once known.
         self.node_id: str | None = None
+        # When the wait's status checks last brought the job's info (monotonic seconds).
+        self._status_seen: float | None = None
         # The last lines of the log (shown or not): the failure message's block.
         self.last = LastLines(LOG_TAIL_LINES)
         # Whether the last tail brought anything new (a tail Ray closes at once is not re-opened at once).
@@ -202,10 +208,25 @@ class JobLogStream:
             self.tail_progressed = self.shown_bytes > before
             closed.set()
 
+    def learn_driver_node(self, info: dict[str, Any]) -> None:
+        """A status check's job info: the driver's node, once Ray names it."""
+        self._status_seen = time.monotonic()
+        if self.node_id is None and (node_id := info.get("driver_node_id")):
+            self.node_id = str(node_id)
+
     async def _driver_node(
         self, dashboard: DashboardClient, endpoint: DashboardEndpoint, submission_id: str
     ) -> str | None:
         """The node of the job's driver, once Ray names it (None: the job ended before it had one)."""
+        # While the wait's status checks keep coming (a pending job may wait long for its driver), they
+        # will name the node: look every 0.1 s (not an Event: a trigger's wait may run in more than one
+        # event loop). Only when none came for a while does the stream ask itself.
+        started = time.monotonic()
+        while self.node_id is None:
+            last = self._status_seen if self._status_seen is not None else started
+            if time.monotonic() - last >= DRIVER_NODE_OWN_LOOKUP_AFTER:
+                break
+            await asyncio.sleep(0.1)
         delay, cap = DRIVER_NODE_WAIT
         while self.node_id is None:
             try:

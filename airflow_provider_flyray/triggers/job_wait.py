@@ -118,6 +118,8 @@ class JobWait:
                 if info is None and unreachable_since is None:
                     await self.raise_if_gone()
                     raise RayJobsApiError(f"Ray job {self.submission_id} disappeared from {self.ref.describe()}")
+                if info is not None and self.logs is not None:
+                    self.logs.learn_driver_node(info)
                 if info is not None and job_status_of(info).is_terminal:
                     return info
                 left = None if self.deadline is None else self.deadline - time.time()
