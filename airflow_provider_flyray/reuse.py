@@ -40,6 +40,8 @@ MIN_LEASE_SECONDS = 5
 POOL_KEY_PREFIX = "pool"
 POOL_NAME_PREFIX = "flyray-pool"
 MAX_KEY_LENGTH = 200
+# Every pool cluster carries these (a pool's cluster is found by its name; the sweep lists them all).
+POOL_LABELS = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SCOPE_LABEL: "pool"}
 
 
 @dataclass(frozen=True)
@@ -168,12 +170,12 @@ class PoolOwner:
         return name
 
     def labels(self) -> dict[str, str]:
-        return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SCOPE_LABEL: "pool"}
+        return dict(POOL_LABELS)
 
     def family_selector(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.labels().items())
+        return pool_selector()
 
 
 def pool_selector() -> str:
     """Every pool cluster of this provider (in one namespace)."""
-    return PoolOwner("global", "-", "-").family_selector()
+    return ",".join(f"{k}={v}" for k, v in POOL_LABELS.items())

@@ -22,6 +22,7 @@ from airflow_provider_flyray.jobs_api import DashboardEndpoint
 from airflow_provider_flyray.retries import MAX_ATTEMPTS, backoff_delay, is_retryable_status
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 RBAC_HINT = (
     "Check the service account's Role (docker/rbac.yaml lists what the provider needs; pools, reuse=, "
@@ -96,3 +97,13 @@ async def with_retries(what: str, call: Callable[[], Awaitable[T]], log: logging
             log.warning("%s: connection problem (%s), retrying in %.1fs", what, type(exc).__name__, delay)
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
+
+
+async def unless_missing(what: str, call: Callable[[], Awaitable[T]], log: logging.Logger | Any, missing: M) -> T | M:
+    """:func:`with_retries`, where a 404 (the object does not exist) answers ``missing``."""
+    try:
+        return await with_retries(what, call, log)
+    except ApiException as exc:
+        if exc.status == 404:
+            return missing
+        raise

@@ -19,7 +19,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from airflow_provider_flyray.core.errors import kube_reason, with_retries
+from airflow_provider_flyray.core.errors import kube_reason, unless_missing, with_retries
 from airflow_provider_flyray.errors import ClusterNotOwnedError, ConfigError, FlyrayError
 from airflow_provider_flyray.manifest import RAY_API_GROUP, RAY_API_VERSION, RAYCLUSTER_PLURAL
 from airflow_provider_flyray.naming import MANAGED_BY_LABEL, OWNER_ANNOTATION
@@ -50,16 +50,12 @@ class KubeClient:
     # ---- RayClusters ----------------------------------------------------------------------------------
 
     async def get_cluster(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return await with_retries(
-                f"get RayCluster {namespace}/{name}",
-                lambda: self.custom.get_namespaced_custom_object(*_cluster_path(namespace, name)),
-                self.log,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await unless_missing(
+            f"get RayCluster {namespace}/{name}",
+            lambda: self.custom.get_namespaced_custom_object(*_cluster_path(namespace, name)),
+            self.log,
+            None,
+        )
 
     async def list_clusters(self, namespace: str, label_selector: str = "", limit: int | None = None) -> list[Any]:
         extra: dict[str, Any] = {"limit": limit} if limit else {}
@@ -105,19 +101,15 @@ class KubeClient:
 
     async def delete_cluster(self, namespace: str, name: str) -> bool:
         """Delete (in the background: KubeRay removes the pods); False when it was already gone."""
-        try:
-            await with_retries(
-                f"delete RayCluster {namespace}/{name}",
-                lambda: self.custom.delete_namespaced_custom_object(
-                    *_cluster_path(namespace, name), body=k8s.V1DeleteOptions(propagation_policy="Background")
-                ),
-                self.log,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        deleted = await unless_missing(
+            f"delete RayCluster {namespace}/{name}",
+            lambda: self.custom.delete_namespaced_custom_object(
+                *_cluster_path(namespace, name), body=k8s.V1DeleteOptions(propagation_policy="Background")
+            ),
+            self.log,
+            None,
+        )
+        return deleted is not None
 
     # ---- pods, events, Secrets ------------------------------------------------------------------------
 

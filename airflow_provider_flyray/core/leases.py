@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from airflow_provider_flyray.core.errors import with_retries
+from airflow_provider_flyray.core.errors import unless_missing, with_retries
 from airflow_provider_flyray.core.kube import KubeClient
 from airflow_provider_flyray.manifest import RAY_API_GROUP, RAY_API_VERSION, RAYCLUSTER_PLURAL
 from airflow_provider_flyray.pool_leases import POOL_LABEL, micro_time
@@ -61,50 +61,39 @@ class PoolClient:
     async def renew(self, namespace: str, name: str, lease_seconds: int, now: float | None = None) -> bool:
         """Push the Lease's end ``lease_seconds`` past now; False when the Lease no longer exists."""
         body = {"spec": {"renewTime": micro_time(now or time.time()), "leaseDurationSeconds": int(lease_seconds)}}
-        try:
-            await with_retries(
-                f"renew Lease {namespace}/{name}",
-                lambda: self.leases.patch_namespaced_lease(  # type: ignore[call-arg]
-                    name, namespace, body, _content_type=MERGE_PATCH
-                ),
-                self.log,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        renewed = await unless_missing(
+            f"renew Lease {namespace}/{name}",
+            lambda: self.leases.patch_namespaced_lease(  # type: ignore[call-arg]
+                name, namespace, body, _content_type=MERGE_PATCH
+            ),
+            self.log,
+            None,
+        )
+        return renewed is not None
 
     async def release(self, namespace: str, name: str) -> bool:
-        try:
-            await with_retries(
-                f"delete Lease {namespace}/{name}",
-                lambda: self.leases.delete_namespaced_lease(name, namespace),
-                self.log,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        """Drop the Lease; False when it was already gone."""
+        deleted = await unless_missing(
+            f"delete Lease {namespace}/{name}",
+            lambda: self.leases.delete_namespaced_lease(name, namespace),
+            self.log,
+            None,
+        )
+        return deleted is not None
 
     # ---- the pool's cluster ---------------------------------------------------------------------------
 
     async def annotate_cluster(self, namespace: str, name: str, annotations: dict[str, str]) -> dict[str, Any] | None:
         """Merge ``annotations`` into the RayCluster (a new resourceVersion); None when it is gone."""
         body = {"metadata": {"annotations": annotations}}
-        try:
-            return await with_retries(
-                f"annotate RayCluster {namespace}/{name}",
-                lambda: self.kube.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                    RAY_API_GROUP, RAY_API_VERSION, namespace, RAYCLUSTER_PLURAL, name, body, _content_type=MERGE_PATCH
-                ),
-                self.log,
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return await unless_missing(
+            f"annotate RayCluster {namespace}/{name}",
+            lambda: self.kube.custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                RAY_API_GROUP, RAY_API_VERSION, namespace, RAYCLUSTER_PLURAL, name, body, _content_type=MERGE_PATCH
+            ),
+            self.log,
+            None,
+        )
 
     async def delete_cluster_unchanged(self, namespace: str, name: str, resource_version: str) -> bool:
         """Delete the RayCluster only if nothing changed it since ``resource_version`` was read (an
