@@ -39,6 +39,7 @@ from airflow_provider_flyray.pool_leases import (
     POOL_FINGERPRINT_ANNOTATION,
     POOL_LABEL,
     POOL_SPEC_ANNOTATION,
+    PoolVerdict,
     idle_since,
     lease_manifest,
     micro_time,
@@ -249,8 +250,8 @@ async def sweep_pools(
             name, leases = meta["name"], by_pool.pop(meta["name"], [])
             if only is not None and name != only:
                 continue
-            verdict = pool_verdict(cluster, leases, now)
-            if verdict.delete and await pools.delete_cluster_unchanged(namespace, name, meta["resourceVersion"]):
+            verdict, cluster, leases = await judge_and_delete(kube, pools, namespace, cluster, leases, now)
+            if verdict.delete:
                 log.info("Deleted pool RayCluster %s/%s: %s", namespace, name, verdict.reason)
                 deleted.append(name)
                 stale = [str(lease["metadata"]["name"]) for lease in leases]
@@ -269,3 +270,33 @@ async def sweep_pools(
     except Exception as exc:
         log.warning("Could not sweep the idle pool clusters of %s: %s", namespace, exc)
     return deleted
+
+
+JUDGE_ATTEMPTS = 3
+
+
+async def judge_and_delete(
+    kube: KubeClient,
+    pools: PoolClient,
+    namespace: str,
+    cluster: dict[str, Any],
+    leases: list[dict[str, Any]],
+    now: float,
+) -> tuple[PoolVerdict, dict[str, Any], list[dict[str, Any]]]:
+    """Judge the cluster and delete it when idle, guarded by the version judged (verdict.delete: deleted).
+
+    KubeRay writes the cluster's status while it runs, which also fails the precondition; so a failed
+    delete is judged again on a fresh read, and an acquirer's touch shows there as a live Lease or a new
+    ``last-used``."""
+    name = cluster["metadata"]["name"]
+    for _ in range(JUDGE_ATTEMPTS):
+        verdict = pool_verdict(cluster, leases, now)
+        if not verdict.delete:
+            return verdict, cluster, leases
+        if await pools.delete_cluster_unchanged(namespace, name, cluster["metadata"]["resourceVersion"]):
+            return verdict, cluster, leases
+        fresh = await kube.get_cluster(namespace, name)
+        if fresh is None:
+            break
+        cluster, leases, now = fresh, await pools.list_leases(namespace, name), time.time()
+    return PoolVerdict(False, "changed while it was judged"), cluster, leases

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
+from airflow_provider_flyray.backends.pool import judge_and_delete
 from airflow_provider_flyray.config import RayJobConfig, WorkerNodeConfig
 from airflow_provider_flyray.core.leases import PoolClient
 from airflow_provider_flyray.errors import ConfigError
@@ -179,8 +180,41 @@ def test_a_cluster_is_never_deleted_while_a_lease_is_live(scenario, tenant, core
 
     assert RayClusterHook(CONN).run(stale_delete) is False, "a delete judged on a stale version must fail"
     assert len(managed_clusters(custom, tenant.namespace, POOL_SELECTOR)) == 1
-    assert release(CONN, ref, first)
-    finish(scenario, tenant, core, custom, counter, "kept while held; stale delete refused (409); deleted after")
+
+    # Now idle; KubeRay writes the cluster's status between the sweep's read and its delete (it does so
+    # while the cluster starts): the failed precondition is judged again, and the idle cluster goes.
+    async def drop_lease(session) -> None:
+        await PoolClient(await session.kube(), session.log).release(tenant.namespace, ref.extra["lease"])
+
+    RayClusterHook(CONN).run(drop_lease)
+    read = custom.get_namespaced_custom_object("ray.io", "v1", tenant.namespace, "rayclusters", ref.name)
+    written = custom.patch_namespaced_custom_object_status(
+        "ray.io",
+        "v1",
+        tenant.namespace,
+        "rayclusters",
+        ref.name,
+        {"status": {"lastUpdateTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))}},
+    )
+    assert written["metadata"]["resourceVersion"] != read["metadata"]["resourceVersion"]
+
+    async def judge_the_old_read(session) -> bool:
+        kube = await session.kube()
+        verdict, _, _ = await judge_and_delete(
+            kube, PoolClient(kube, session.log), tenant.namespace, read, [], time.time()
+        )
+        return verdict.delete
+
+    assert RayClusterHook(CONN).run(judge_the_old_read), "a status write must not keep an idle cluster"
+    assert release(CONN, ref, first) is False, "already deleted"
+    finish(
+        scenario,
+        tenant,
+        core,
+        custom,
+        counter,
+        "kept while held; stale delete refused (409); deleted once idle despite a status write in between",
+    )
 
 
 @pytest.mark.scenario("P4", "a pool teardown killed mid-way")
