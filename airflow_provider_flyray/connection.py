@@ -35,6 +35,7 @@ KNOWN_EXTRAS = frozenset(
         "dashboard_token",
         "dashboard_token_secret",
         "verify_tls",
+        "kuberay_resource",
         "in_cluster",
         "kube_config_path",
         "kube_config",
@@ -129,6 +130,24 @@ def check_http_url(value: Any, field: str) -> str:
     return value.strip().rstrip("/")
 
 
+KUBERAY_RESOURCE_FIELD = "kuberay_resource"
+
+
+class KubeRayResource(StrEnum):
+    """What the provider creates on Kubernetes for a task: a RayCluster it deletes, or a RayJob
+    whose cluster KubeRay owns (:mod:`airflow_provider_flyray.rayjob`)."""
+
+    RAYCLUSTER = "RayCluster"
+    RAYJOB = "RayJob"
+
+    @classmethod
+    def parse(cls, value: Any, field: str = KUBERAY_RESOURCE_FIELD) -> KubeRayResource:
+        for member in cls:
+            if isinstance(value, str) and value.strip().lower() == member.value.lower():
+                return member
+        raise ConfigError(field, f"got {value!r}; expected 'RayCluster' (default) or 'RayJob'")
+
+
 @dataclass(frozen=True, repr=False)
 class ConnectionSettings:
     backend: str = KUBERNETES_BACKEND
@@ -139,6 +158,8 @@ class ConnectionSettings:
     dashboard_token: str | None = None
     dashboard_token_secret: str | None = None
     verify_tls: bool = True
+    # What a task creates on Kubernetes unless it says otherwise: a RayCluster, or a RayJob (KubeRay owns it).
+    kuberay_resource: KubeRayResource = KubeRayResource.RAYCLUSTER
 
     def __repr__(self) -> str:  # the token must never reach a log through a repr
         return (
@@ -201,6 +222,9 @@ def parse_connection_extras(
         dashboard_token=token,
         dashboard_token_secret=secret,
         verify_tls=_flag(extras, "verify_tls", True),
+        kuberay_resource=KubeRayResource.parse(
+            extras.get("kuberay_resource") or KubeRayResource.RAYCLUSTER.value, "connection.extra.kuberay_resource"
+        ),
     )
 
 

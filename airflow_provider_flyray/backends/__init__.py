@@ -1,6 +1,7 @@
 """The ways of getting a Ray cluster, one module each, and the registry that picks one.
 
 ========================  =====================================================================
+``rayjob``                ``kuberay_resource="RayJob"``: a RayJob per task try, its cluster owned by KubeRay
 ``shared``                the DAG run's cluster made by its setup task (``cluster=``): used, not owned
 ``address``               an existing Ray dashboard address: no Kubernetes, no lifecycle
 ``existing_raycluster``   an existing RayCluster by name: never created or deleted
@@ -21,6 +22,7 @@ from airflow_provider_flyray.backends.base import ClusterBackend, ClusterRequest
 from airflow_provider_flyray.backends.existing import ExistingRayClusterBackend
 from airflow_provider_flyray.backends.local import LocalBackend
 from airflow_provider_flyray.backends.pool import PoolBackend
+from airflow_provider_flyray.backends.rayjob import RayJobBackend
 from airflow_provider_flyray.backends.shared import SharedClusterBackend
 from airflow_provider_flyray.backends.transient import TransientRayClusterBackend
 from airflow_provider_flyray.cluster import ClusterRef
@@ -33,6 +35,7 @@ def register(backend: ClusterBackend) -> None:
 
 
 for _backend in (
+    RayJobBackend(),
     SharedClusterBackend(),
     AddressBackend(),
     ExistingRayClusterBackend(),

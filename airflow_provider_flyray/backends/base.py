@@ -20,8 +20,9 @@ from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.config import OnFinishAction, RayJobConfig
 from airflow_provider_flyray.connection import ConnectionSettings, DashboardAccess
 from airflow_provider_flyray.core.session import RaySession
-from airflow_provider_flyray.jobs_api import DashboardEndpoint, token_headers
+from airflow_provider_flyray.jobs_api import DashboardEndpoint, JobSubmission, token_headers
 from airflow_provider_flyray.owners import Ending, Owner, should_delete
+from airflow_provider_flyray.rayjob import RayJobRequest
 from airflow_provider_flyray.reuse import ReusePolicy
 from airflow_provider_flyray.status import Startup, StartupVerdict
 
@@ -46,6 +47,8 @@ class ClusterRequest:
     cluster: ClusterRef | None = None
     # ``reuse=``: run on the pool's cluster, shared with the tasks of the same config (backends/pool.py).
     reuse: ReusePolicy | None = None
+    # ``kuberay_resource="RayJob"``: a RayJob whose cluster KubeRay owns (backends/rayjob.py).
+    rayjob: RayJobRequest | None = None
 
 
 class ClusterBackend:
@@ -94,7 +97,15 @@ class ClusterBackend:
         """Delete an owned cluster now (after :meth:`release` decided so); True when it was deleted."""
         return False
 
+    def submission_for(self, ref: ClusterRef, submission: JobSubmission) -> JobSubmission:
+        """The job to submit on ``ref`` (a RayJob's ``jobId`` names it); ``submission`` by default."""
+        return submission
+
     # ---- trigger ----------------------------------------------------------------------------------
+
+    async def resolve(self, session: RaySession, ref: ClusterRef) -> ClusterRef:
+        """``ref`` once the cluster is known by name (KubeRay names a RayJob's); ``ref`` by default."""
+        return ref
 
     async def wait_until_ready(self, session: RaySession, ref: ClusterRef, deadline: float | None) -> StartupVerdict:
         """Ready, failed (with the reason) or past ``deadline``. The Jobs API answering is checked after."""

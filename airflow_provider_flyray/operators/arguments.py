@@ -12,6 +12,7 @@ from airflow_provider_flyray.config import OnFinishAction, RayJobConfig, validat
 from airflow_provider_flyray.connection import KUBERNETES_BACKEND, ConnectionSettings, check_http_url
 from airflow_provider_flyray.errors import ConfigError
 from airflow_provider_flyray.naming import check_cluster_name
+from airflow_provider_flyray.operators.rayjob_mode import check_rayjob_arguments
 from airflow_provider_flyray.reuse import ReusePolicy
 
 
@@ -197,3 +198,4 @@ def check_static_arguments(op: Any) -> None:
     if not isinstance(op.wait_for_completion, bool):
         raise ConfigError("wait_for_completion", "expected True or False")
     check_reuse_lifecycle(op)
+    check_rayjob_arguments(op)

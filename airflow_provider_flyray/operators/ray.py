@@ -14,7 +14,6 @@ the task returns), :meth:`~FlyteRayOperator.release_cluster` (cleanup).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -46,6 +45,7 @@ from airflow_provider_flyray.operators.arguments import (
     shared_cluster,
     worker_deadline,
 )
+from airflow_provider_flyray.operators.rayjob_mode import rayjob_request
 from airflow_provider_flyray.owners import Ending, Owner, TaskInstanceOwner, should_delete
 from airflow_provider_flyray.reuse import ReusePolicy, reuse_policy_from
 from airflow_provider_flyray.timings import Timings
@@ -65,10 +65,9 @@ DEFAULT_MIN_DEFERRAL_SECONDS = 8.0
 class FlyteRayOperator(BaseOperator):
     """Run a Ray job through the Ray Jobs API on a Ray cluster this task creates, finds or is given.
 
-    Modes, in order of precedence: ``address=`` (an existing Ray dashboard, no Kubernetes);
-    ``cluster_name=`` (an existing RayCluster: never created or deleted); the connection's ``local``
-    backend (a Ray head started on this machine for the task); otherwise a transient RayCluster per task
-    try, built from ``ray_job_config``.
+    Modes: ``address=`` (an existing Ray dashboard); ``cluster_name=`` (an existing RayCluster, never
+    created or deleted); the connection's ``local`` backend (a Ray head on this machine); ``reuse=`` (a
+    pool); ``kuberay_resource="RayJob"`` (KubeRay owns the cluster); else a RayCluster per task try.
 
     :param entrypoint: shell command of the Ray job (templated).
     :param ray_job_config: :class:`~airflow_provider_flyray.config.RayJobConfig` (or a dict of its fields).
@@ -80,6 +79,9 @@ class FlyteRayOperator(BaseOperator):
         :class:`~airflow_provider_flyray.operators.ray_cluster.RayCreateClusterOperator` (templated).
     :param reuse: :class:`~airflow_provider_flyray.reuse.ReusePolicy`: share a pool's cluster with the
         tasks of the same config (this DAG run's, or all runs'), deleted after ``idle_ttl`` unused.
+    :param kuberay_resource: ``"RayCluster"`` (default: the connection's) or ``"RayJob"``: KubeRay owns
+        the cluster's lifecycle (see :mod:`airflow_provider_flyray.rayjob`).
+    :param submission_mode: RayJob mode's ``submissionMode`` (default ``"InteractiveMode"``).
     :param runtime_env: Ray runtime_env (templated); alternative to ``RayJobConfig.runtime_env``.
     :param entrypoint_num_cpus: CPUs reserved for the entrypoint (driver) process.
     :param entrypoint_num_gpus: GPUs reserved for the entrypoint.
@@ -120,6 +122,8 @@ class FlyteRayOperator(BaseOperator):
         address: str | None = None,
         cluster: Any = None,
         reuse: ReusePolicy | dict[str, Any] | None = None,
+        kuberay_resource: str | None = None,
+        submission_mode: str | None = None,
         runtime_env: dict[str, Any] | None = None,
         entrypoint_num_cpus: float | None = None,
         entrypoint_num_gpus: float | None = None,
@@ -147,6 +151,7 @@ class FlyteRayOperator(BaseOperator):
         # Everything else is checked now, so a bad DAG fails at parse time with the field's name.
         self.ray_job_config = ray_job_config_from(ray_job_config)
         self.reuse = reuse_policy_from(reuse)
+        self.kuberay_resource, self.submission_mode = kuberay_resource, submission_mode
         self.ray_conn_id = ray_conn_id
         self.entrypoint_num_cpus = entrypoint_num_cpus
         self.entrypoint_num_gpus = entrypoint_num_gpus
@@ -204,16 +209,21 @@ class FlyteRayOperator(BaseOperator):
             entrypoint_resources=dict(self.entrypoint_resources) if self.entrypoint_resources else None,
         )
 
-    def cluster_request(self, context: Context, settings: ConnectionSettings) -> ClusterRequest:
+    def cluster_request(
+        self, context: Context, settings: ConnectionSettings, submission: JobSubmission | None = None
+    ) -> ClusterRequest:
         """Which cluster the job needs, for :func:`airflow_provider_flyray.backends.select`."""
         address = existing_address(self.address, self.ray_job_config, self.cluster_name)
         namespace = check_namespace(self.namespace, "namespace") if self.namespace else settings.namespace
         shared = shared_cluster(self.cluster, cluster_name=self.cluster_name, address=address)
         reuse = pool_request(self.reuse, settings, self, shared=shared, address=address)
+        identity, deadline = TaskIdentity.from_ti(context["ti"]), self._execution_deadline(context)
+        rayjob = rayjob_request(self, identity, settings, submission, deadline)
         if (
             address is None
             and shared is None
             and reuse is None
+            and rayjob is None
             and not self.cluster_name
             and not self.wait_for_completion
             and should_delete(self.lifecycle.on_finish_action, Ending.SUCCEEDED)
@@ -234,6 +244,7 @@ class FlyteRayOperator(BaseOperator):
             task_states=getattr(context["ti"], "get_task_states", None),
             cluster=shared,
             reuse=reuse,
+            rayjob=rayjob,
         )
 
     def acquire_cluster(self, hook: RayClusterHook, backend: ClusterBackend, request: ClusterRequest) -> ClusterRef:
@@ -313,9 +324,10 @@ class FlyteRayOperator(BaseOperator):
         submission = shipping.localize(self, self.build_submission(context))
         existing_address(self.address, self.ray_job_config, self.cluster_name)
         hook = RayClusterHook(self.ray_conn_id, namespace=self.namespace or None)
-        request = self.cluster_request(context, hook.validate())
+        request = self.cluster_request(context, hook.validate(), submission)
         backend = backends.select(request)
         ref = self.acquire_cluster(hook, backend, request)
+        submission = backend.submission_for(ref, submission)
         self._ref, self._submission_id = ref, submission.submission_id
         try:
             publish_links(context["ti"], backend.browser_url(request.settings, ref, None), submission.submission_id)
@@ -330,14 +342,7 @@ class FlyteRayOperator(BaseOperator):
         return self.execute_complete(context, self._wait_on_worker(trigger))
 
     def _wait_on_worker(self, trigger: RayJobTrigger) -> dict[str, Any]:
-        """deferrable=False: the trigger's wait, here. Its deadline ends it before Airflow's timeout alarm
-        (see worker_deadline); should the alarm still interrupt it, the job is stopped and reported the same
-        way (job stopped, its last lines), not as Airflow's bare "Timeout, PID: ..."."""
-        try:
-            return asyncio.run(worker_wait.first_event(trigger))
-        except AirflowTaskTimeout:
-            self.log.warning("execution_timeout interrupted the wait: stopping the Ray job")
-            return asyncio.run(worker_wait.timeout_event(trigger))
+        return worker_wait.wait_on_worker(trigger, self.log)
 
     def _execution_deadline(self, context: Context) -> float | None:
         if not self.execution_timeout:

@@ -167,7 +167,9 @@ class RayJobTrigger(BaseTrigger):
         yield TriggerEvent(event.to_dict())
 
     async def follow(self, session: RaySession) -> RayJobEvent:
-        """Cluster ready -> dashboard answering -> local code on the cluster -> job submitted (once) -> job ended."""
+        """Cluster named, ready -> dashboard answering -> local code there -> job submitted (once) -> job ended."""
+        self.cluster = (await self.backend.resolve(session, self.ref)).to_dict()
+        self.__dict__.pop("ref", None)
         if (not_started := await self.wait_for_cluster(session)) is not None:
             return not_started
         self._endpoint = await self.backend.dashboard(session, self.ref)

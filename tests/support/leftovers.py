@@ -21,6 +21,7 @@ __all__ = [
     "leftovers",
     "local_ray_pids",
     "managed_clusters",
+    "rayjobs_in",
     "session_ray_pids",
     "wait_until_empty",
 ]
@@ -51,6 +52,11 @@ def managed_clusters(custom: client.CustomObjectsApi, namespace: str, selector: 
     ]
 
 
+def rayjobs_in(custom: client.CustomObjectsApi, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    """Every RayJob in ``namespace`` (matching ``selector``)."""
+    return custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", label_selector=selector)["items"]
+
+
 def head_pod(core: client.CoreV1Api, namespace: str, cluster: str) -> client.V1Pod | None:
     pods = core.list_namespaced_pod(namespace, label_selector=f"ray.io/cluster={cluster},ray.io/node-type=head").items
     return pods[0] if pods else None
@@ -63,7 +69,7 @@ def wait_until_empty(
     started = time.monotonic()
     while True:
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        clusters = clusters_in(custom, namespace, selector)
+        clusters = clusters_in(custom, namespace, selector) + rayjobs_in(custom, namespace, selector)
         if not pods and not clusters:
             return time.monotonic() - started
         assert time.monotonic() - started < timeout, (
@@ -86,6 +92,7 @@ def leftovers(
     deadline = time.monotonic() + timeout
     while True:
         found = [f"RayCluster {c['metadata']['name']}" for c in managed_clusters(custom, namespace, selector)]
+        found += [f"RayJob {j['metadata']['name']}" for j in rayjobs_in(custom, namespace, selector)]
         found += [f"pod {p.metadata.name}" for p in core.list_namespaced_pod(namespace, label_selector=selector).items]
         live_netns = set(net.list_netns())
         found += [f"netns {netns_of(uid)}" for uid in sorted(pod_uids) if netns_of(uid) in live_netns]
