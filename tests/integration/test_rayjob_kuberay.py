@@ -39,7 +39,9 @@ def test_the_rayjob_example_runs_on_clusters_kuberay_makes(core, custom, namespa
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        output = dags_test("example_flyray_rayjob", {"AIRFLOW_CONN_RAY_DEFAULT": os.environ["AIRFLOW_CONN_RAY_DEFAULT"]})
+        output = dags_test(
+            "example_flyray_rayjob", {"AIRFLOW_CONN_RAY_DEFAULT": os.environ["AIRFLOW_CONN_RAY_DEFAULT"]}
+        )
     finally:
         stop.set()
         watcher.join()
