@@ -26,7 +26,8 @@ M = TypeVar("M")
 
 RBAC_HINT = (
     "Check the service account's Role (docker/rbac.yaml lists what the provider needs; pools, reuse=, "
-    "also need docker/rbac-pools.yaml) and the namespace."
+    "also need docker/rbac-pools.yaml; RayJob mode, kuberay_resource='RayJob', docker/rbac-rayjob.yaml) "
+    "and the namespace."
 )
 KUBE_TLS_HINT = (
     "fix the kubeconfig's certificate-authority (the CA that signed the API server's certificate), "

@@ -26,6 +26,8 @@ from tests.infra.kube.fixtures import ControlPlane
 from tests.support import REPO
 
 RBAC = REPO / "docker" / "rbac.yaml"
+# RayJob mode only: a Role with rayjobs verbs and read-only RayClusters (instead of RBAC).
+RAYJOB_RBAC = REPO / "docker" / "rbac-rayjob.yaml"
 SERVICE_ACCOUNT = "airflow-flyray"
 
 
@@ -79,28 +81,30 @@ def mint_token(core: client.CoreV1Api, namespace: str, seconds: int = 3600) -> s
             time.sleep(0.5)
 
 
-def wait_for_binding(admin: client.ApiClient, namespace: str, timeout: float = 15) -> None:
+def wait_for_binding(
+    admin: client.ApiClient, namespace: str, timeout: float = 15, resource: str = "rayclusters"
+) -> None:
     """The RBAC authorizer reads Roles through an informer: wait until it has seen the new binding."""
     review = client.V1SubjectAccessReview(
         spec=client.V1SubjectAccessReviewSpec(
             user=f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}",
             resource_attributes=client.V1ResourceAttributes(
-                namespace=namespace, group="ray.io", resource="rayclusters", verb="create"
+                namespace=namespace, group="ray.io", resource=resource, verb="create"
             ),
         )
     )
     deadline = time.time() + timeout
     while not client.AuthorizationV1Api(admin).create_subject_access_review(review).status.allowed:
-        assert time.time() < deadline, "the RoleBinding of docker/rbac.yaml never took effect"
+        assert time.time() < deadline, f"the RoleBinding for {resource} never took effect"
         time.sleep(0.2)
 
 
-def grant_provider_role(admin: client.ApiClient, namespace: str, seconds: int = 3600) -> str:
-    """docker/rbac.yaml applied in ``namespace`` (as `kubectl -n NAMESPACE apply -f`: the manifest names no
-    namespace); returns a token of its ServiceAccount once the authorizer honours the binding."""
-    utils.create_from_yaml(admin, str(RBAC), namespace=namespace)
+def grant_provider_role(admin: client.ApiClient, namespace: str, seconds: int = 3600, rbac: Path = RBAC) -> str:
+    """docker/rbac.yaml (or ``rbac``) applied in ``namespace`` (as `kubectl -n NAMESPACE apply -f`: the
+    manifest names no namespace); returns a token of its ServiceAccount once the authorizer honours it."""
+    utils.create_from_yaml(admin, str(rbac), namespace=namespace)
     token = mint_token(client.CoreV1Api(admin), namespace, seconds=seconds)
-    wait_for_binding(admin, namespace)
+    wait_for_binding(admin, namespace, resource="rayjobs" if rbac == RAYJOB_RBAC else "rayclusters")
     return token
 
 
@@ -188,6 +192,7 @@ def provider_tenant(
     through_proxy: bool = False,
     token_seconds: int = 3600,
     wait_deleted: float = 0,
+    rbac: Path = RBAC,
 ) -> Iterator[Tenant]:
     """A fresh namespace ``prefix-xxxxxx`` with docker/rbac.yaml applied, the ServiceAccount's token and
     its kubeconfig ``workdir/airflow-flyray.kubeconfig``: to the API server (CA checked), or, with
@@ -207,7 +212,7 @@ def provider_tenant(
                 created.append(n)
         if through_proxy:
             proxy = plane.api_proxy().start()
-        token = grant_provider_role(admin, name, seconds=token_seconds)
+        token = grant_provider_role(admin, name, seconds=token_seconds, rbac=rbac)
         server, ca_file = (proxy.url, None) if proxy else (plane.server, plane.ca_file)
         kubeconfig = write_kubeconfig(workdir / f"{SERVICE_ACCOUNT}.kubeconfig", server, ca_file, token, name)
         yield Tenant(name, other_name, token, kubeconfig, server, plane.ca_file, admin, proxy)
