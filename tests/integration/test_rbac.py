@@ -30,9 +30,10 @@ from airflow_provider_flyray.naming import (
 )
 from airflow_provider_flyray.reuse import ReusePolicy
 from tests.support import REPO, pools
+from tests.support.airflow_runs import dags_test
 from tests.support.leftovers import clusters_in, wait_until_empty
 from tests.support.ray_jobs import SMALL_HEAD, create_cluster, run_trigger
-from tests.support.tenants import Tenant, provider_tenant
+from tests.support.tenants import RAYJOB_RBAC, Tenant, provider_tenant
 
 pytestmark = [pytest.mark.kube]
 
@@ -278,3 +279,37 @@ def test_pools_need_the_pool_role_which_grants_exactly_what_they_use(kube_contro
         assert pools.leases_in(tenant.admin, tenant.namespace) == []
         pools.grant_pool_role(tenant.admin, tenant.namespace)
         assert granted_rules(tenant, tenant.namespace) == EXPECTED_RULES | EXPECTED_POOL_RULES
+
+
+# docker/rbac-rayjob.yaml: RayJob mode's calls (core/rayjobs.py), RayClusters read-only.
+EXPECTED_RAYJOB_RULES = {
+    *{("ray.io", "rayjobs", verb) for verb in ("create", "get", "list", "delete")},
+    *{("ray.io", "rayclusters", verb) for verb in ("get", "list", "watch")},
+    *{("", "pods", verb) for verb in ("get", "list", "watch")},
+    ("", "pods/log", "get"),
+    ("", "events", "list"),
+    ("", "services/proxy", "get"),
+    ("", "services/proxy", "create"),
+    ("", "services/proxy", "update"),
+}
+
+
+def test_rayjob_mode_runs_with_only_the_rayjob_role_which_cannot_touch_rayclusters(
+    kube_control_plane, tmp_path, airflow_db
+):
+    """docker/rbac-rayjob.yaml alone: exactly RayJob mode's rules; a RayJob task runs end to end as the
+    service account (example_flyray_rayjob: an operator task and a @task.ray with local code); creating
+    or deleting a RayCluster is refused."""
+    with provider_tenant(kube_control_plane, tmp_path, "flyray-rbac-rayjob", rbac=RAYJOB_RBAC) as tenant:
+        assert granted_rules(tenant, tenant.namespace) == EXPECTED_RAYJOB_RULES
+        custom = client.CustomObjectsApi(tenant.sa)
+        manifest = task_cluster_manifest(
+            RayJobConfig(head_node_config=SMALL_HEAD), TaskIdentity("r", "t", "x"), tenant.namespace
+        )
+        forbidden(
+            lambda: custom.create_namespaced_custom_object("ray.io", "v1", tenant.namespace, "rayclusters", manifest)
+        )
+        output = dags_test("example_flyray_rayjob", {"AIRFLOW_CONN_RAY_DEFAULT": tenant.conn("pod")})
+        assert "state=success" in output and "state=failed" not in output, output[-6000:]
+        assert output.count("(KubeRay stops its job and deletes its cluster)") == 2
+        wait_until_empty(tenant.core, tenant.custom, tenant.namespace, timeout=90)

@@ -125,6 +125,13 @@ CASES: list[Case] = [
     Case("reuse-and-on-finish", "parse", "on_finish_action", "cannot be set with reuse", {"reuse": {}, "on_finish_action": "keep_cluster"}),
     Case("reuse-and-cluster-name", "run", "reuse", "remove reuse or cluster_name", {"reuse": {}, "cluster_name": "existing"}),
     Case("reuse-no-wait", "run", "wait_for_completion", "nothing would hold the pool's cluster", {"reuse": {}, "wait_for_completion": False}),
+    # ---- RayJob mode (kuberay_resource=) -------------------------------------------------------------
+    Case("kuberay-resource-unknown", "parse", "kuberay_resource", "'RayCluster' (default) or 'RayJob'", {"kuberay_resource": "RayService"}),
+    Case("submission-mode-unknown", "parse", "submission_mode", "expected one of 'InteractiveMode'", {"kuberay_resource": "RayJob", "submission_mode": "SidecarMode"}),
+    Case("submission-mode-raycluster", "parse", "submission_mode", "applies to kuberay_resource='RayJob' only", {"kuberay_resource": "RayCluster", "submission_mode": "HTTPMode"}),
+    Case("rayjob-and-reuse", "run", "reuse", "KubeRay owns that cluster's lifecycle", {"kuberay_resource": "RayJob", "reuse": {}}),
+    Case("rayjob-and-address", "run", "address", "KubeRay owns that cluster's lifecycle", {"kuberay_resource": "RayJob", "address": "http://ray-head:8265"}),
+    Case("conn-kuberay-resource", "run", "connection.extra.kuberay_resource", "'RayCluster' (default) or 'RayJob'", conn={"kuberay_resource": "RayService"}),
     # ---- where: address, namespace -------------------------------------------------------------------
     Case("address-no-scheme", "run", "address", "http(s) URL", {"address": "{{ params.bad_address }}"}),
     Case("address-and-cluster", "run", "cluster_name", "not both", {"address": "http://ray-head:8265", "cluster_name": "existing"}),
