@@ -83,6 +83,12 @@ def get_provider_info() -> dict[str, Any]:
                         "schema": {"type": ["string", "null"]},
                     },
                     "verify_tls": {"label": "Verify dashboard TLS", "schema": {"type": ["boolean", "null"]}},
+                    "kuberay_resource": {
+                        "label": "KubeRay resource",
+                        "schema": {"type": ["string", "null"], "enum": ["RayCluster", "RayJob", None]},
+                        "description": "what a task creates by default: RayCluster (the provider deletes it) "
+                        "or RayJob (KubeRay owns its lifecycle)",
+                    },
                 },
             }
         ],
