@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -115,3 +116,12 @@ def test_provider_is_registered_with_airflow(airflow_db):
         [sys.executable, "-m", "airflow", "providers", "triggers"], capture_output=True, text=True, check=True
     )
     assert "airflow_provider_flyray.triggers.ray_job" in triggers.stdout
+
+
+def test_a_rayjob_dag_runs_on_the_local_backend_and_says_why(airflow_db):
+    """dags/example_flyray_rayjob.py in the demo's setting: RayJob mode is KubeRay's, so each task runs on
+    a local head and the log says so (tests/integration/test_rayjob_kuberay.py runs it on KubeRay)."""
+    output = dags_test("example_flyray_rayjob", {"AIRFLOW_CONN_RAY_DEFAULT": os.environ["AIRFLOW_CONN_RAY_LOCAL"]})
+    assert "state=success" in output and "state=failed" not in output, output[-3000:]
+    assert output.count("kuberay_resource='RayJob' is for KubeRay") == 2
+    assert "RAYJOB result: ['RAY!', 'JOB!']" in output
