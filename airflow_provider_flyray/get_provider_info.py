@@ -47,12 +47,25 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "backend": {
                         "label": "Backend",
-                        "schema": {"type": ["string", "null"], "enum": ["kubernetes", "local", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["kubernetes", "local", None],
+                            "default": "kubernetes",
+                        },
                         "description": "kubernetes (KubeRay, default) or local (a Ray head on the worker)",
                     },
-                    "namespace": {"label": "Namespace", "schema": {"type": ["string", "null"]}},
+                    "namespace": {
+                        "label": "Namespace",
+                        "schema": {"type": ["string", "null"], "examples": ["default", "ray"]},
+                    },
                     "in_cluster": {"label": "In cluster configuration", "schema": {"type": ["boolean", "null"]}},
-                    "kube_config_path": {"label": "Kube config path", "schema": {"type": ["string", "null"]}},
+                    "kube_config_path": {
+                        "label": "Kube config path",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "examples": ["/opt/airflow/kubeconfig", "~/.kube/config"],
+                        },
+                    },
                     "kube_config": {
                         "label": "Kube config (JSON or YAML)",
                         "schema": {"type": ["string", "null"], "format": "password"},
@@ -64,14 +77,24 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "dashboard_access": {
                         "label": "Dashboard access",
-                        "schema": {"type": ["string", "null"], "enum": ["service", "proxy", "pod", "address", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["service", "proxy", "pod", "address", None],
+                            "default": "service",
+                        },
                         "description": "how Airflow reaches the Ray dashboard: service DNS, API-server proxy, "
                         "pod IP, or dashboard_address",
                     },
-                    "dashboard_address": {"label": "Dashboard address", "schema": {"type": ["string", "null"]}},
+                    "dashboard_address": {
+                        "label": "Dashboard address",
+                        "schema": {"type": ["string", "null"], "examples": ["http://ray-head:8265"]},
+                    },
                     "dashboard_url_template": {
                         "label": "Public dashboard URL template",
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "examples": ["https://ray.example.com/{namespace}/{cluster}"],
+                        },
                         "description": "for the UI links, e.g. https://ray.example.com/{namespace}/{cluster}",
                     },
                     "dashboard_token": {
@@ -80,12 +103,16 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "dashboard_token_secret": {
                         "label": "Secret holding the dashboard token (key auth_token)",
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {"type": ["string", "null"], "examples": ["ray-token"]},
                     },
                     "verify_tls": {"label": "Verify dashboard TLS", "schema": {"type": ["boolean", "null"]}},
                     "kuberay_resource": {
                         "label": "KubeRay resource",
-                        "schema": {"type": ["string", "null"], "enum": ["RayCluster", "RayJob", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["RayCluster", "RayJob", None],
+                            "default": "RayCluster",
+                        },
                         "description": "what a task creates by default: RayCluster (the provider deletes it) "
                         "or RayJob (KubeRay owns its lifecycle)",
                     },

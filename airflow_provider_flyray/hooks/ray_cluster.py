@@ -21,6 +21,7 @@ from airflow_provider_flyray.config import OnFinishAction
 from airflow_provider_flyray.connection import (
     LOCAL_BACKEND,
     ConnectionSettings,
+    KubeRayResource,
     extras_from_text,
     parse_connection_extras,
 )
@@ -179,10 +180,15 @@ class RayClusterHook(KubernetesHook):
         return self.run(step)
 
     def test_connection(self) -> tuple[bool, str]:
+        """The UI's "Test": the API server answers with these credentials, the KubeRay CRDs the connection
+        uses are installed (RayCluster; RayJob too when it is the connection's default) and readable in its
+        namespace. The local backend: Ray is installed on this machine."""
         from kubernetes_asyncio.client.exceptions import ApiException
 
         from airflow_provider_flyray.core.errors import kube_reason
+        from airflow_provider_flyray.core.rayjobs import RayJobClient
 
+        kinds = ["RayCluster"]
         try:
             settings = self.settings
             if settings.backend == LOCAL_BACKEND:
@@ -190,13 +196,23 @@ class RayClusterHook(KubernetesHook):
 
                 return True, f"local backend: Ray found at {ray_executable()}"
             namespace = self.get_namespace()
+            if settings.kuberay_resource is KubeRayResource.RAYJOB:
+                kinds.append("RayJob")
 
             async def step(session: RaySession) -> None:
-                await (await session.kube()).list_clusters(namespace, limit=1)
+                kube = await session.kube()
+                await kube.list_clusters(namespace, limit=1)
+                if "RayJob" in kinds:
+                    await RayJobClient(kube, session.log).list(namespace, "")
 
             self.run(step)
-            return True, f"RayClusters readable in namespace {namespace}"
+            return True, f"{' and '.join(kinds)}s readable in namespace {namespace} (KubeRay CRDs installed)"
         except ApiException as exc:
+            if exc.status == 404:
+                return False, (
+                    f"Kubernetes answered 404: the KubeRay CRDs ({', '.join(kinds)}, ray.io/v1) are not installed "
+                    "in this cluster; install the KubeRay operator (see the docs: KubeRay prerequisites)"
+                )
             return False, f"Kubernetes answered {exc.status}: {kube_reason(exc)}"
         except Exception as exc:
             return False, str(exc)

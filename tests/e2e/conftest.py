@@ -39,7 +39,8 @@ def stack(tmp_path_factory, e2e_tenant, kube_proxy) -> Iterator[AirflowStack]:
     (pod-IP dashboard access; UI links through the proxy, as a user's browser would use `kubectl proxy`)."""
     home = tmp_path_factory.mktemp("airflow-e2e")
     conn = e2e_tenant.conn("pod", dashboard_url_template=dashboard_url_template(kube_proxy.url))
-    env = {"AIRFLOW_CONN_RAY_KUBE": conn, "AIRFLOW_CONN_RAY_DEFAULT": conn}
+    # test_connection: the connection form's "Test" button (tests/e2e/test_ui_browser.py).
+    env = {"AIRFLOW_CONN_RAY_KUBE": conn, "AIRFLOW_CONN_RAY_DEFAULT": conn, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}
     with airflow_stack(home, [*example_dags(), E2E_DAGS], env) as stack:
         print(f"Airflow stack started in {stack.startup_seconds:.1f}s at {stack.base_url}")
         yield stack
