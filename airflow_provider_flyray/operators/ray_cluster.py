@@ -203,9 +203,7 @@ def _delete(hook: RayClusterHook, ref: ClusterRef, log: Any) -> bool:
             session, ref, action=OnFinishAction.DELETE_CLUSTER, ending=Ending.SUCCEEDED, owner_key=owner_key, log=log
         )
     )
-    if deleted:
-        log.info("Deleted %s", ref.describe())
-    return bool(deleted)
+    return bool(deleted)  # the backend logged the deletion
 
 
 @contextlib.contextmanager
@@ -220,5 +218,23 @@ def ray_cluster_for_run(
     delete = RayDeleteClusterOperator(
         task_id=delete_task_id or f"delete_{task_id}", cluster=create.output, ray_conn_id=create.ray_conn_id
     )
+    dag = create.dag if create.has_dag() else None
+    before = set(dag.task_dict) if dag is not None else set()
     with delete.as_teardown(setups=create):
         yield create.output
+    if dag is not None:
+        _wire_block(
+            create, delete, [t for i, t in dag.task_dict.items() if i not in before and t not in (create, delete)]
+        )
+
+
+def _wire_block(create: Any, delete: Any, block: list[Any]) -> None:
+    """Setup before the block's first tasks, teardown after its last ones. Airflow's setup/teardown
+    context does this for plain operators but not for mapped ones (``.partial().expand()``), whose
+    teardown would otherwise run as soon as the cluster is ready and delete it under their jobs."""
+    ids = {t.task_id for t in block}
+    for task in block:
+        if not task.upstream_task_ids & ids and create.task_id not in task.upstream_task_ids:
+            create >> task
+        if not task.downstream_task_ids & ids and delete.task_id not in task.downstream_task_ids:
+            task >> delete

@@ -102,3 +102,27 @@ def test_a_task_on_the_run_cluster_uses_it_without_owning_it():
         )
     )
     assert released is False
+
+
+def test_the_short_form_puts_mapped_and_plain_tasks_between_setup_and_teardown():
+    """A mapped body (``.partial().expand()``) as well as plain tasks: the teardown waits for all of
+    them (Airflow's setup/teardown context alone leaves mapped operators out, and the teardown then ran
+    as soon as the cluster was ready, deleting it under the jobs: found by benchmarks/shared_clusters.py)."""
+    import pendulum
+    from airflow.sdk import DAG
+
+    from airflow_provider_flyray import FlyteRayOperator, ray_cluster_for_run
+
+    with (
+        DAG("mapped_block", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag,
+        ray_cluster_for_run("ray_cluster", ray_job_config=RayJobConfig()) as cluster,
+    ):
+        mapped = FlyteRayOperator.partial(task_id="mapped", cluster=cluster).expand(entrypoint=["a", "b"])
+        first = FlyteRayOperator(task_id="first", cluster=cluster, entrypoint="x")
+        then = FlyteRayOperator(task_id="then", cluster=cluster, entrypoint="y")
+        first >> then
+    delete = dag.task_dict["delete_ray_cluster"]
+    assert delete.is_teardown and dag.task_dict["ray_cluster"].is_setup
+    assert delete.upstream_task_ids == {"ray_cluster", "mapped", "then"}
+    assert dag.task_dict["ray_cluster"].downstream_task_ids == {"delete_ray_cluster", "mapped", "first", "then"}
+    assert mapped.downstream_task_ids == {"delete_ray_cluster"}
