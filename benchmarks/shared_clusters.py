@@ -4,12 +4,14 @@
 
 A real Airflow stack (scheduler, triggerer, api-server) on the KubeRay control plane runs the DAGs of
 benchmarks/dags/flyray_shared_bench_dags.py, interleaved per round: the same ten 5-second jobs on ten
-transient clusters (``bench_ten_transient``), on one pool cluster (``reuse=ReusePolicy(idle_ttl=0,
-scope="dag_run")``, ``bench_ten_pool``) and on one cluster of a setup task (``ray_cluster_for_run``,
-``bench_ten_run_cluster``), two tasks at a time (``max_active_tasks=2``: ten, and four, Ray heads starting at
-once on this 2-core machine timed out in ``ray start``). Per run: wall time (triggered -> success), cluster
-starts (RayCluster uids created), Ray pod-seconds (every pod from first to last sight, until the last one is
-gone), and the ten job tasks' worker-slot seconds (from the operator's timings lines). Medians over the runs.
+transient clusters (``bench_ten_transient``), on one pool cluster (``reuse=ReusePolicy(idle_ttl=30,
+scope="dag_run")``, ``bench_ten_pool``, deleted by the maintenance DAG once idle for its 30 s ``idle_ttl``:
+its pod-seconds include that idle time) and on one cluster of a setup task (``ray_cluster_for_run``,
+``bench_ten_run_cluster``), two tasks at a time (an Airflow pool of 2 slots that deferred tasks hold too:
+ten, and four, Ray heads starting at once on this 2-core machine timed out in ``ray start``). Per run:
+wall time (triggered -> success), cluster starts (RayCluster uids created), Ray pod-seconds (every pod
+from first to last sight, until the last one is gone), and the ten job tasks' worker-slot seconds (from
+the operator's timings lines). Medians over the runs.
 Goal (issue 12): 1 start instead of 10, wall time at most 1/3 of the transient one.
 
 Writes benchmarks/results/shared-clusters-<date>.json.
@@ -36,6 +38,7 @@ from benchmarks.common import (
     worker_slot_seconds,
     write_result,
 )
+from benchmarks.dags.flyray_shared_bench_dags import AT_ONCE, POOL, POOL_IDLE_TTL
 from benchmarks.kuberay_latency import stack_connections
 from tests.infra.stack import AirflowStack
 from tests.support.pools import grant_pool_role
@@ -95,10 +98,14 @@ def one_run(bench: Any, stack: AirflowStack, mode: str) -> dict[str, float]:
         except RuntimeError:
             for log in sorted((stack.home / "logs").glob(f"dag_id={MODES[mode]}/**/*.log")):
                 text = log.read_text(errors="replace")
-                if "ERROR" in text or "Traceback" in text:
-                    print(f"--- {log}\n{text[-3000:]}", flush=True)
+                print(f"--- {log}\n{text[-2500:]}", flush=True)
+            for name in ("scheduler", "triggerer"):
+                print(f"--- {name}.log\n{(stack.home / 'logs' / f'{name}.log').read_text(errors='replace')[-4000:]}")
             raise
         wall = time.time() - started
+        if mode == "pool":  # idle for idle_ttl, then deleted by the maintenance DAG (as on its schedule)
+            time.sleep(POOL_IDLE_TTL + 1)
+            run_dag(stack, "bench_pool_maintenance", timeout=300)
         deadline = time.monotonic() + 180
         while not clock.idle():
             assert time.monotonic() < deadline, f"{mode}: pods still there 180 s after the run"
@@ -117,14 +124,17 @@ def one_run(bench: Any, stack: AirflowStack, mode: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = parser.parse_args()
-    rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in args.modes}
     with kube_bench("shared") as bench:
         grant_pool_role(bench.admin, bench.namespace)
         dag_files = [BENCH_DAGS / "flyray_shared_bench_dags.py"]
         with airflow_stack(stack_connections(bench), {"AIRFLOW__CORE__PARALLELISM": "16"}, dag_files) as stack:
+            pool = {"name": POOL, "slots": AT_ONCE, "include_deferred": True, "description": "two tasks at a time"}
+            stack.api("POST", "/api/v2/pools", pool)
             for round_ in range(args.runs):
-                for mode in MODES:
+                for mode in args.modes:
                     row = one_run(bench, stack, mode)
                     rows[mode].append(row)
                     print(
@@ -140,7 +150,8 @@ def main() -> None:
         lines.append(f"| {mode} | {' | '.join(cells)} | {m['worker_slot_seconds']:.1f} |")
     table = "\n".join(lines)
     print(table)
-    ratio = {mode: medians[mode]["wall"] / medians["transient"]["wall"] for mode in MODES}
+    base = medians.get("transient", {}).get("wall")
+    ratio = {mode: m["wall"] / base for mode, m in medians.items()} if base else {}
     print("wall time / transient:", {k: round(v, 2) for k, v in ratio.items()})
     path = write_result(
         f"shared-clusters-{today()}.json",
