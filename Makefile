@@ -12,7 +12,7 @@ STACK  := $(BIN)/python -m tests.infra.stack
 # apt-get runs as root: through sudo when make does not.
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser demo test lint docs unit faults bench clean
+.PHONY: install browser demo test lint docs unit faults faults-rayjob bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,12 +50,18 @@ unit: $(STAMP)
 # tests on real Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
 test: $(STAMP) lint docs browser
 	$(KUBE) build
-	$(BIN)/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 # The fault matrix (tests/faults: failures, security, bad inputs) alone, ending with its table; also part of `test`.
 faults: $(STAMP)
 	$(KUBE) build
 	$(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
+
+# The matrix's applicable rows again in RayJob mode (tests/faults/test_matrix_rayjob.py, ~12 min): not in
+# `test`, which stays well inside CI's time limit; `test` has RayJob mode's own row (R1, Airflow lost).
+faults-rayjob: $(STAMP)
+	$(KUBE) build
+	FLYRAY_RAYJOB_MATRIX=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults/test_matrix_rayjob.py $(PYTEST_ARGS)
 
 # Benchmarks (not tests): trigger capacity vs astro-provider-ray, real-path latency, API economy.
 bench: $(STAMP)

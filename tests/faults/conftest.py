@@ -25,7 +25,9 @@ def scenario(request: pytest.FixtureRequest) -> fault_matrix.Scenario:
     """The test's row in the matrix. Mark the test ``@pytest.mark.scenario("9a", "kube API answers 500")``."""
     marker = request.node.get_closest_marker("scenario")
     number, name = marker.args if marker else ("-", request.node.name)
-    row = fault_matrix.Scenario(number=str(number), name=str(name))
+    # A module that runs another module's rows again in another mode names them its own way.
+    number_prefix, name_prefix = getattr(request.module, "SCENARIO_PREFIX", ("", ""))
+    row = fault_matrix.Scenario(number=f"{number_prefix}{number}", name=f"{name_prefix}{name}")
     request.node._flyray_scenario = row
     fault_matrix.ROWS.append(row)
     return row
