@@ -30,6 +30,7 @@ with DAG(
         ray_job_config=RayJobConfig(head_node_config=HEAD),
         kuberay_resource="RayJob",
         execution_timeout=timedelta(minutes=10),
+        deferrable=True,  # the triggerer follows the job (the default is [operators] default_deferrable)
         poll_interval=2,
         retries=0,
     )
