@@ -210,7 +210,8 @@ class RayJobBackend(RayClusterBackend):
 
     async def watch_gone(self, session: RaySession, ref: ClusterRef) -> str | None:
         await super().watch_gone(session, self.cluster_ref(ref))
-        return await self.gone_reason(session, ref) or f"{ref.describe()}'s cluster was deleted while the job ran"
+        # KubeRay may already be making a new cluster of that name: the deletion seen is the reason.
+        return await self.gone_reason(session, ref) or self.cluster_deleted(ref)
 
     async def gone_reason(self, session: RaySession, ref: ClusterRef, *, settle: bool = False) -> str | None:
         rayjob = await RayJobClient(await session.kube(), session.log).get(namespace_of(ref), ref.name)
@@ -219,10 +220,13 @@ class RayJobBackend(RayClusterBackend):
         if str((rayjob.get("status") or {}).get("jobDeploymentStatus")) == "Failed":
             return f"KubeRay ended {ref.describe()}: {describe_status(rayjob)}"
         if ref.extra.get("cluster") and await super().gone_reason(session, self.cluster_ref(ref)):
-            return (
-                f"the RayCluster {ref.extra['cluster']} of {ref.describe()} was deleted while the Ray job was running"
-            )
+            return self.cluster_deleted(ref)
         return None
+
+    @staticmethod
+    def cluster_deleted(ref: ClusterRef) -> str:
+        cluster = f"the RayCluster {ref.extra['cluster']}" if ref.extra.get("cluster") else "the RayCluster"
+        return f"{cluster} of {ref.describe()} was deleted while the Ray job was running"
 
     def browser_url(self, settings: ConnectionSettings, ref: ClusterRef, direct_url: str | None) -> str | None:
         if not ref.extra.get("cluster"):  # before KubeRay named it: no button rather than a wrong one
