@@ -57,7 +57,7 @@ faults: $(STAMP)
 	$(KUBE) build
 	$(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
 
-# The matrix's applicable rows again in RayJob mode (tests/faults/test_matrix_rayjob.py, ~12 min): not in
+# The matrix's applicable rows again in RayJob mode (tests/faults/test_matrix_rayjob.py, ~15 min): not in
 # `test`, which stays well inside CI's time limit; `test` has RayJob mode's own row (R1, Airflow lost).
 faults-rayjob: $(STAMP)
 	$(KUBE) build

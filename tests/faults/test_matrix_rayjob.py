@@ -3,13 +3,13 @@ the same checks as tests/faults/test_matrix.py, with the connection's ``kuberay_
 default, so every task creates a KubeRay RayJob whose cluster KubeRay makes and deletes; the service
 account has docker/rbac-rayjob.yaml only (RayClusters read-only). Rows are numbered J<row>.
 
-    make faults-rayjob    # about 12 minutes; not part of `make test` (CI's time limit), see docs/reliability.md
+    make faults-rayjob    # about 15 minutes; not part of `make test` (CI's time limit), see docs/reliability.md
 
 Not repeated here: rows 1/1b (the worker killed before deferral: in RayJob mode the retry adopts the
 RayJob, unit- and integration-tested), 6b (delete_succeeded_cluster keeps the cluster: KubeRay 1.5 cannot
-tell a failed job from a succeeded one without an alpha feature gate, docs/rayjob-mode.md), 9 (the
-proxy's fault paths name RayCluster calls), 10a/10b (the dashboard path is the same code as RayCluster
-mode), 12 (RayJob names are checked by the same create-or-adopt rule), 14 (the same trigger path).
+tell a failed job from a succeeded one without an alpha feature gate, docs/rayjob-mode.md), 10a/10b
+(the dashboard path is the same code as RayCluster mode), 12 (RayJob names are checked by the same
+create-or-adopt rule), 14 (the same trigger path).
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults.test_matrix import (  # noqa: F401  (fixtures and the rows themselves, collected again here)
+    fault_proxy,
     namespace,
     start,
     test_cluster_deleted,
     test_execution_timeout,
     test_head_crashes,
     test_job_fails,
+    test_kube_api_faults,
     test_triggerer_killed,
     test_two_runs_at_once,
     test_unschedulable,
@@ -42,7 +44,7 @@ pytestmark = [
     pytest.mark.ray,
     pytest.mark.skipif(
         not os.environ.get("FLYRAY_RAYJOB_MATRIX"),
-        reason="the RayJob-mode rows of the fault matrix run by `make faults-rayjob` (about 12 min)",
+        reason="the RayJob-mode rows of the fault matrix run by `make faults-rayjob` (about 15 min)",
     ),
 ]
 SCENARIO_PREFIX = ("J", "RayJob mode: ")
@@ -59,8 +61,13 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, tenant) -> Iterator[AirflowStack]:
+def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:  # noqa: F811
     home = tmp_path_factory.mktemp("airflow-faults-rayjob")
-    env = {"AIRFLOW_CONN_RAY_KUBE": tenant.conn("pod", kuberay_resource="RayJob"), "AIRFLOW__CORE__PARALLELISM": "8"}
+    faulty = tenant.write_kubeconfig(home / "sa-proxy.kubeconfig", fault_proxy.url, tenant.ca_file)
+    env = {
+        "AIRFLOW_CONN_RAY_KUBE": tenant.conn("pod", kuberay_resource="RayJob"),
+        "AIRFLOW_CONN_RAY_FAULTY": tenant.conn("pod", kubeconfig=faulty, kuberay_resource="RayJob"),
+        "AIRFLOW__CORE__PARALLELISM": "8",
+    }
     with airflow_stack(home, [FAULT_DAGS], env) as stack:
         yield stack
