@@ -125,13 +125,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument(
+        "--at-once", type=int, default=AT_ONCE, help="tasks at a time (more than 2 transient heads fail here)"
+    )
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in args.modes}
     with kube_bench("shared") as bench:
         grant_pool_role(bench.admin, bench.namespace)
         dag_files = [BENCH_DAGS / "flyray_shared_bench_dags.py"]
         with airflow_stack(stack_connections(bench), {"AIRFLOW__CORE__PARALLELISM": "16"}, dag_files) as stack:
-            pool = {"name": POOL, "slots": AT_ONCE, "include_deferred": True, "description": "two tasks at a time"}
+            pool = {"name": POOL, "slots": args.at_once, "include_deferred": True, "description": "tasks at a time"}
             stack.api("POST", "/api/v2/pools", pool)
             for round_ in range(args.runs):
                 for mode in args.modes:
@@ -153,10 +156,13 @@ def main() -> None:
     base = medians.get("transient", {}).get("wall")
     ratio = {mode: m["wall"] / base for mode, m in medians.items()} if base else {}
     print("wall time / transient:", {k: round(v, 2) for k, v in ratio.items()})
+    suffix = "" if args.at_once == AT_ONCE and args.modes == list(MODES) else f"-{'-'.join(args.modes)}-{args.at_once}"
     path = write_result(
-        f"shared-clusters-{today()}.json",
+        f"shared-clusters-{today()}{suffix}.json",
         {
-            "command": f"python -m benchmarks.shared_clusters --runs {args.runs}",
+            "command": f"python -m benchmarks.shared_clusters --runs {args.runs} --modes {' '.join(args.modes)}"
+            f" --at-once {args.at_once}",
+            "at_once": args.at_once,
             "machine": machine_facts(),
             "loadavg_end": loadavg(),
             "medians": medians,

@@ -203,7 +203,9 @@ def _delete(hook: RayClusterHook, ref: ClusterRef, log: Any) -> bool:
             session, ref, action=OnFinishAction.DELETE_CLUSTER, ending=Ending.SUCCEEDED, owner_key=owner_key, log=log
         )
     )
-    return bool(deleted)  # the backend logged the deletion
+    if deleted:
+        log.info("Deleted %s", ref.describe())
+    return bool(deleted)
 
 
 @contextlib.contextmanager
