@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make demo` and `make test`. Both create .venv if needed, and
-# `make test` installs what the tests need outside the venv (Chromium, `make browser`).
+# `make test` installs what the tests need outside the venv (Chromium, `make browser`; PostgreSQL's server,
+# `make postgres`).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -12,7 +13,7 @@ STACK  := $(BIN)/python -m tests.infra.stack
 # apt-get runs as root: through sudo when make does not.
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser demo test lint docs unit faults faults-rayjob bench clean
+.PHONY: install browser postgres demo test lint docs unit faults faults-rayjob bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,15 @@ browser:
 	  echo "installing chromium (apt-get) for tests/e2e/test_ui_browser.py"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# Debian's PostgreSQL server, for the metadata DB of the e2e and fault-matrix Airflow stacks: each test
+# session starts its own server in a temporary data directory on a loopback port (tests/infra/postgres.py)
+# and stops it; the system's own cluster is not used. Installed only when there is none.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql (apt-get) for the Airflow stacks of tests/e2e and tests/faults"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 # A real Airflow (api-server, scheduler, dag-processor, triggerer) runs the example DAG on a local Ray cluster.
 demo: $(STAMP)
@@ -48,18 +58,18 @@ unit: $(STAMP)
 
 # Everything: lint, type check, the docs build, Chromium if missing, the control plane build (cached), unit + integration
 # tests on real Ray, real Airflow and the KubeRay control plane (started and stopped by the test session).
-test: $(STAMP) lint docs browser
+test: $(STAMP) lint docs browser postgres
 	$(KUBE) build
 	$(BIN)/python -m pytest -ra -p no:cacheprovider --durations=30 $(PYTEST_ARGS)
 
 # The fault matrix (tests/faults: failures, security, bad inputs) alone, ending with its table; also part of `test`.
-faults: $(STAMP)
+faults: $(STAMP) postgres
 	$(KUBE) build
 	$(BIN)/python -m pytest -p no:cacheprovider tests/faults $(PYTEST_ARGS)
 
 # The matrix's applicable rows again in RayJob mode (tests/faults/test_matrix_rayjob.py, ~15 min): not in
 # `test`, which stays well inside CI's time limit; `test` has RayJob mode's own row (R1, Airflow lost).
-faults-rayjob: $(STAMP)
+faults-rayjob: $(STAMP) postgres
 	$(KUBE) build
 	FLYRAY_RAYJOB_MATRIX=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults/test_matrix_rayjob.py $(PYTEST_ARGS)
 

@@ -24,6 +24,7 @@ import contextlib
 import statistics
 import threading
 import time
+import urllib.error
 from typing import Any
 
 from benchmarks.common import (
@@ -125,19 +126,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    parser.add_argument("--at-once", type=int, default=AT_ONCE, help="tasks at a time")
     parser.add_argument(
-        "--at-once", type=int, default=AT_ONCE, help="tasks at a time (more than 2 transient heads fail here)"
+        "--transient-at-once",
+        type=int,
+        help="tasks at a time for the transient mode (default: --at-once; more than 2 heads at once fail here)",
     )
     args = parser.parse_args()
     rows: dict[str, list[dict[str, float]]] = {mode: [] for mode in args.modes}
+    at_once = {mode: args.at_once for mode in args.modes}
+    if args.transient_at_once and "transient" in at_once:
+        at_once["transient"] = args.transient_at_once
     with kube_bench("shared") as bench:
         grant_pool_role(bench.admin, bench.namespace)
         dag_files = [BENCH_DAGS / "flyray_shared_bench_dags.py"]
         with airflow_stack(stack_connections(bench), {"AIRFLOW__CORE__PARALLELISM": "16"}, dag_files) as stack:
-            pool = {"name": POOL, "slots": args.at_once, "include_deferred": True, "description": "tasks at a time"}
-            stack.api("POST", "/api/v2/pools", pool)
             for round_ in range(args.runs):
                 for mode in args.modes:
+                    with contextlib.suppress(urllib.error.HTTPError):
+                        stack.api("DELETE", f"/api/v2/pools/{POOL}")
+                    pool = {"name": POOL, "slots": at_once[mode], "include_deferred": True, "description": "at a time"}
+                    stack.api("POST", "/api/v2/pools", pool)
                     row = one_run(bench, stack, mode)
                     rows[mode].append(row)
                     print(
@@ -156,13 +165,15 @@ def main() -> None:
     base = medians.get("transient", {}).get("wall")
     ratio = {mode: m["wall"] / base for mode, m in medians.items()} if base else {}
     print("wall time / transient:", {k: round(v, 2) for k, v in ratio.items()})
-    suffix = "" if args.at_once == AT_ONCE and args.modes == list(MODES) else f"-{'-'.join(args.modes)}-{args.at_once}"
+    default = set(at_once.values()) == {AT_ONCE} and args.modes == list(MODES)
+    suffix = "" if default else "-" + "-".join(f"{mode}{n}" for mode, n in at_once.items())
     path = write_result(
         f"shared-clusters-{today()}{suffix}.json",
         {
             "command": f"python -m benchmarks.shared_clusters --runs {args.runs} --modes {' '.join(args.modes)}"
-            f" --at-once {args.at_once}",
-            "at_once": args.at_once,
+            f" --at-once {args.at_once}"
+            + (f" --transient-at-once {args.transient_at_once}" if args.transient_at_once else ""),
+            "at_once": at_once,
             "machine": machine_facts(),
             "loadavg_end": loadavg(),
             "medians": medians,

@@ -7,7 +7,9 @@ cross-reference fails the build.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 # autodoc imports the package, which imports Airflow: give it a throwaway home, never the user's.
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="flyray-docs-airflow-")
+atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 
 project = "airflow-provider-flyray"
 author = "airflow-provider-flyray contributors"

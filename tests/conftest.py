@@ -5,11 +5,13 @@ registered as pytest plugins."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
 # Airflow reads its configuration at import time: isolate it before anything imports airflow.
+_OWN_AIRFLOW_HOME = not os.environ.get("FLYRAY_TEST_AIRFLOW_HOME")  # made here, so removed at the end
 _AIRFLOW_HOME = Path(os.environ.get("FLYRAY_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="flyray-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -22,6 +24,11 @@ os.environ["AIRFLOW_CONN_RAY_LOCAL"] = '{"conn_type": "flyray", "extra": {"backe
 import pytest  # noqa: E402
 
 pytest_plugins = ["tests.infra.kube.fixtures", "tests.support.fixtures"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_AIRFLOW_HOME:
+        shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

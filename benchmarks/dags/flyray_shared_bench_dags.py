@@ -12,9 +12,10 @@ from airflow_provider_flyray.maintenance import pool_maintenance_dag
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 TASKS = 10
 # On the 2-core test machine, ten and also four Ray heads starting at once timed out in `ray start`
-# ("The current node timed out during startup"), so every mode runs its ten tasks two at a time: through
-# an Airflow pool of 2 slots that deferred tasks hold too (benchmarks/shared_clusters.py creates it;
-# max_active_tasks alone does not count deferred tasks).
+# ("The current node timed out during startup"), so by default every mode runs its ten tasks two at a
+# time: through an Airflow pool of 2 slots that deferred tasks hold too (benchmarks/shared_clusters.py
+# creates it and sets its slots per mode, --at-once / --transient-at-once; max_active_tasks alone does not
+# count deferred tasks).
 AT_ONCE = 2
 POOL = "bench_two_at_once"
 # Long enough for the pool to outlive the gap between one task's release and the next one's acquire (with
@@ -30,10 +31,10 @@ CONFIG = RayJobConfig(
 )
 COMMON = {"task_id": "job", "ray_conn_id": "ray_bench", "deferrable": True, "pool": POOL}
 
-with DAG("bench_ten_transient", schedule=None, start_date=START, catchup=False, max_active_tasks=AT_ONCE):
+with DAG("bench_ten_transient", schedule=None, start_date=START, catchup=False, max_active_tasks=10):
     FlyteRayOperator.partial(ray_job_config=CONFIG, **COMMON).expand(entrypoint=[JOB] * TASKS)
 
-with DAG("bench_ten_pool", schedule=None, start_date=START, catchup=False, max_active_tasks=AT_ONCE):
+with DAG("bench_ten_pool", schedule=None, start_date=START, catchup=False, max_active_tasks=10):
     FlyteRayOperator.partial(
         ray_job_config=CONFIG, reuse=ReusePolicy(idle_ttl=POOL_IDLE_TTL, scope="dag_run"), **COMMON
     ).expand(entrypoint=[JOB] * TASKS)
@@ -42,7 +43,7 @@ with DAG("bench_ten_pool", schedule=None, start_date=START, catchup=False, max_a
 pool_maintenance_dag(dag_id="bench_pool_maintenance", ray_conn_id="ray_bench")
 
 with (
-    DAG("bench_ten_run_cluster", schedule=None, start_date=START, catchup=False, max_active_tasks=AT_ONCE),
+    DAG("bench_ten_run_cluster", schedule=None, start_date=START, catchup=False, max_active_tasks=10),
     ray_cluster_for_run("ray_cluster", ray_conn_id="ray_bench", ray_job_config=CONFIG) as cluster,
 ):
     FlyteRayOperator.partial(cluster=cluster, **COMMON).expand(entrypoint=[JOB] * TASKS)

@@ -33,7 +33,7 @@ def e2e_namespace(e2e_tenant) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, e2e_tenant, kube_proxy) -> Iterator[AirflowStack]:
+def stack(tmp_path_factory, e2e_tenant, kube_proxy, metadata_db) -> Iterator[AirflowStack]:
     """A real Airflow (api-server, scheduler, dag-processor, triggerer) with the example and e2e DAGs and a
     `ray_kube`/`ray_default` connection to the control plane as the `airflow-flyray` service account
     (pod-IP dashboard access; UI links through the proxy, as a user's browser would use `kubectl proxy`)."""
@@ -41,6 +41,6 @@ def stack(tmp_path_factory, e2e_tenant, kube_proxy) -> Iterator[AirflowStack]:
     conn = e2e_tenant.conn("pod", dashboard_url_template=dashboard_url_template(kube_proxy.url))
     # test_connection: the connection form's "Test" button (tests/e2e/test_ui_browser.py).
     env = {"AIRFLOW_CONN_RAY_KUBE": conn, "AIRFLOW_CONN_RAY_DEFAULT": conn, "AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}
-    with airflow_stack(home, [*example_dags(), E2E_DAGS], env) as stack:
+    with airflow_stack(home, [*example_dags(), E2E_DAGS], env, metadata_db) as stack:
         print(f"Airflow stack started in {stack.startup_seconds:.1f}s at {stack.base_url}")
         yield stack

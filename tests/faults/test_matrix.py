@@ -59,7 +59,7 @@ def fault_proxy(kube_control_plane) -> Iterator[ApiProxy]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:
+def stack(tmp_path_factory, tenant, fault_proxy, metadata_db) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow-faults")
     faulty = tenant.write_kubeconfig(home / "sa-proxy.kubeconfig", fault_proxy.url, tenant.ca_file)
     env = {
@@ -67,7 +67,7 @@ def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:
         "AIRFLOW_CONN_RAY_FAULTY": tenant.conn("pod", kubeconfig=faulty),
         "AIRFLOW__CORE__PARALLELISM": "8",
     }
-    with airflow_stack(home, [FAULT_DAGS], env) as stack:
+    with airflow_stack(home, [FAULT_DAGS], env, metadata_db) as stack:
         yield stack
 
 

@@ -61,7 +61,7 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:  # noqa: F811
+def stack(tmp_path_factory, tenant, fault_proxy, metadata_db) -> Iterator[AirflowStack]:  # noqa: F811
     home = tmp_path_factory.mktemp("airflow-faults-rayjob")
     faulty = tenant.write_kubeconfig(home / "sa-proxy.kubeconfig", fault_proxy.url, tenant.ca_file)
     env = {
@@ -69,5 +69,5 @@ def stack(tmp_path_factory, tenant, fault_proxy) -> Iterator[AirflowStack]:  # n
         "AIRFLOW_CONN_RAY_FAULTY": tenant.conn("pod", kubeconfig=faulty, kuberay_resource="RayJob"),
         "AIRFLOW__CORE__PARALLELISM": "8",
     }
-    with airflow_stack(home, [FAULT_DAGS], env) as stack:
+    with airflow_stack(home, [FAULT_DAGS], env, metadata_db) as stack:
         yield stack

@@ -63,7 +63,7 @@ def wait_for(what: str, cond, timeout: float) -> float:
 
 @pytest.mark.scenario("R1", "RayJob mode: the whole Airflow stack SIGKILLed mid-job, not restarted")
 def test_kuberay_finishes_the_job_and_deletes_its_cluster_when_airflow_is_lost(
-    scenario, tenant, core, custom, tmp_path, airflow_db
+    scenario, tenant, core, custom, tmp_path, airflow_db, metadata_db
 ):
     scenario.expect("the job completes; KubeRay deletes its cluster within the TTL; nothing left; 1 job")
     namespace = tenant.namespace
@@ -71,7 +71,7 @@ def test_kuberay_finishes_the_job_and_deletes_its_cluster_when_airflow_is_lost(
     counter.start()
     home = tmp_path / "airflow-lost"
     try:
-        with airflow_stack(home, [DAG_FILE], {"AIRFLOW_CONN_RAY_KUBE": tenant.conn("pod")}) as stack:
+        with airflow_stack(home, [DAG_FILE], {"AIRFLOW_CONN_RAY_KUBE": tenant.conn("pod")}, metadata_db) as stack:
             run_id = stack.trigger(DAG_ID)
             task_key = f"{DAG_ID}|job|{run_id}|-1"
             # Deferred (the triggerer follows it) and its job running on the cluster KubeRay made.

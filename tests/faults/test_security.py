@@ -21,7 +21,6 @@ import ipaddress
 import json
 import os
 import re
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 from cryptography import x509
 from cryptography.fernet import Fernet
@@ -48,6 +48,7 @@ from airflow_provider_flyray.cluster import ClusterRef
 from airflow_provider_flyray.errors import TLSVerificationError
 from airflow_provider_flyray.hooks.ray_cluster import RayClusterHook
 from airflow_provider_flyray.naming import TaskIdentity
+from tests.infra.postgres import PostgresServer
 from tests.infra.stack import AirflowStack
 from tests.support import REPO, leftovers, tenants
 from tests.support.airflow_runs import airflow_stack
@@ -99,7 +100,7 @@ def tenant(kube_control_plane, tmp_path_factory) -> Iterator[Tenant]:
 
 
 @pytest.fixture(scope="module")
-def stack(tenant, tmp_path_factory) -> Iterator[AirflowStack]:
+def stack(tenant, tmp_path_factory, metadata_db) -> Iterator[AirflowStack]:
     home = tmp_path_factory.mktemp("airflow-sec")
     env = {
         "AIRFLOW_CONN_RAY_SEC": tenant.conn("pod", dashboard_token=tenant.dashboard_token),
@@ -111,7 +112,7 @@ def stack(tenant, tmp_path_factory) -> Iterator[AirflowStack]:
         # No masking of connection fields: a canary the provider logged would show in clear.
         "AIRFLOW__CORE__HIDE_SENSITIVE_VAR_CONN_FIELDS": "False",
     }
-    with airflow_stack(home, [DAGS], env) as stack:
+    with airflow_stack(home, [DAGS], env, metadata_db) as stack:
         yield stack
 
 
@@ -125,8 +126,24 @@ def ship_tree(root: Path) -> Path:
     return root
 
 
-def airflow_db(stack: AirflowStack) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{stack.home / 'airflow.db'}?mode=ro", uri=True, timeout=10)
+def db_rows(stack: AirflowStack, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of the stack's metadata DB (PostgreSQL, tests/infra/postgres.py), read outside Airflow."""
+    assert stack.database_url, "the security stack keeps its metadata in PostgreSQL"
+    dsn = stack.database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    with contextlib.closing(psycopg2.connect(dsn, connect_timeout=10)) as db:
+        db.autocommit = True
+        with db.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+
+
+def raw_db_files(postgres: PostgresServer, stack: AirflowStack) -> list[Path]:
+    """The files that hold the stack's database on disk: its heap files and the server's WAL."""
+    database = (stack.database_url or "").rsplit("/", 1)[-1]
+    ((oid,),) = db_rows(stack, f"SELECT oid FROM pg_database WHERE datname = '{database}'")
+    return sorted(
+        p for d in (postgres.data / "base" / str(oid), postgres.data / "pg_wal") for p in d.iterdir() if p.is_file()
+    )
 
 
 def probe_auth(pod_ip: str, token: str) -> dict[str, int]:
@@ -154,8 +171,8 @@ def run_dag(stack: AirflowStack, tenant: Tenant, dag_id: str, timeout: float = 3
     seen: set[str] = set()
     while True:
         state = stack.run_state(dag_id, run_id)
-        with contextlib.closing(airflow_db(stack)) as db, contextlib.suppress(sqlite3.Error):
-            for classpath, kwargs in db.execute("SELECT classpath, kwargs FROM trigger"):
+        with contextlib.suppress(psycopg2.Error):
+            for classpath, kwargs in db_rows(stack, "SELECT classpath, kwargs FROM trigger"):
                 if kwargs not in seen:
                     seen.add(kwargs)
                     result.triggers.append((classpath, kwargs))
@@ -262,7 +279,7 @@ def find(canaries: dict[str, str], text: str) -> list[str]:
 
 
 @pytest.mark.scenario("S1", "canary secrets never stored or logged")
-def test_canaries_never_leak(runs, stack, tenant, scenario):
+def test_canaries_never_leak(runs, stack, tenant, scenario, postgres):
     canaries = {"dashboard_token": tenant.dashboard_token, "kube token": tenant.token}
     scenario.expect(
         "after a successful and a failing (403) run, neither canary (dashboard_token, service-account token) is in "
@@ -308,20 +325,22 @@ def test_canaries_never_leak(runs, stack, tenant, scenario):
     files = [p for p in (stack.home / "logs").rglob("*") if p.is_file()]
     for path in files:
         scan(f"file {path.relative_to(stack.home)}", path.read_text(errors="replace"))
-    with contextlib.closing(airflow_db(stack)) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
-            scan(f"DB table {table}", "\n".join(map(repr, rows)))
-    for suffix in ("", "-wal", "-journal"):
-        path = stack.home / f"airflow.db{suffix}"
-        if path.exists():
-            scan(f"raw {path.name}", path.read_bytes().decode("latin-1"))
+    public = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+    tables = [row[0] for row in db_rows(stack, f"{public} AND table_type = 'BASE TABLE'")]
+    assert "trigger" in tables and "xcom" in tables, tables
+    for table in tables:
+        scan(f"DB table {table}", "\n".join(map(repr, db_rows(stack, f'SELECT * FROM "{table}"'))))
+    # What a copy of the database holds: its dump, and its files on disk (heap and WAL).
+    scan("DB dump (pg_dump)", postgres.dump((stack.database_url or "").rsplit("/", 1)[-1]))
+    raw_files = raw_db_files(postgres, stack)
+    assert raw_files, "no file of the database found on disk"
+    for path in raw_files:
+        scan(f"raw DB file {path.relative_to(postgres.data)}", path.read_bytes().decode("latin-1"))
     wrong = runs["sec_token_wrong"]
     failure = [line for line in wrong.log.splitlines() if "HTTP 403" in line]
     scenario.observe(
-        f"{len(hits)} of {places} places hold a canary ({len(files)} log files, {len(tables)} DB tables + raw DB "
-        f"file, {sum(len(r.triggers) for r in runs.values())} trigger rows ({encrypted_rows} Fernet-encrypted) stored "
+        f"{len(hits)} of {places} places hold a canary ({len(files)} log files, {len(tables)} DB tables, its dump and "
+        f"{len(raw_files)} raw DB files, {sum(len(r.triggers) for r in runs.values())} trigger rows ({encrypted_rows} Fernet-encrypted) stored "
         f"+ decrypted, task logs/XCom/"
         f"rendered fields of 3 runs); masking off, {masked} '***' in task logs",
         hits=hits,

@@ -84,11 +84,17 @@ def dags_folder(home: Path, dag_files: Iterable[Path]) -> Path:
 
 @contextlib.contextmanager
 def airflow_stack(
-    home: Path, dag_files: Iterable[Path], extra_env: dict[str, str] | None = None
+    home: Path,
+    dag_files: Iterable[Path],
+    extra_env: dict[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[AirflowStack]:
     """A real Airflow stack in ``home`` with copies of ``dag_files``, started for the block and stopped
-    after it (also when it fails to start); ``stack.startup_seconds`` is what the start took."""
-    stack = AirflowStack(home=home, dags_folder=dags_folder(home, dag_files), extra_env=dict(extra_env or {}))
+    after it (also when it fails to start); ``stack.startup_seconds`` is what the start took.
+    ``database_url``: its metadata DB (a PostgreSQL database of the session's server); SQLite without."""
+    stack = AirflowStack(
+        home=home, dags_folder=dags_folder(home, dag_files), extra_env=dict(extra_env or {}), database_url=database_url
+    )
     try:
         stack.start()
         yield stack

@@ -1,5 +1,6 @@
-"""A real, headless Airflow 3 stack (api-server, scheduler, dag-processor, triggerer; LocalExecutor,
-SQLite) started from Python, with the REST calls the demo and the end-to-end tests need.
+"""A real, headless Airflow 3 stack (api-server, scheduler, dag-processor, triggerer; LocalExecutor;
+metadata in SQLite, or in PostgreSQL given ``database_url``) started from Python, with the REST calls the
+demo and the end-to-end tests need.
 
 Every process runs in its own process group and is stopped (SIGTERM, then SIGKILL) by :meth:`stop`.
 """
@@ -52,6 +53,8 @@ class AirflowStack:
     dags_folder: Path = REPO / "dags"
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # None: SQLite in ``home`` (the demo); the e2e and fault stacks pass a PostgreSQL database's URL.
+    database_url: str | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_seconds: float = 0.0  # what the last start() took
     _token: str | None = None
@@ -85,6 +88,8 @@ class AirflowStack:
                 "AIRFLOW_CONN_RAY_LOCAL": json.dumps({"conn_type": "flyray", "extra": {"backend": "local"}}),
             }
         )
+        if self.database_url:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.database_url
         env.update(self.extra_env)
         return env
 
@@ -94,13 +99,15 @@ class AirflowStack:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "passwords.json").write_text(json.dumps({"admin": "admin"}))
         (self.home / "logs").mkdir(exist_ok=True)
-        subprocess.run(
+        migrate = subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"],
             env=self.env(),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
+        if migrate.returncode:
+            raise RuntimeError(f"airflow db migrate failed ({migrate.returncode}):\n{migrate.stderr[-3000:]}")
         for component in COMPONENTS:
             self._spawn(component)
         deadline = time.monotonic() + timeout
