@@ -100,6 +100,8 @@ def main() -> None:
             for min_deferral in args.min_deferral:
                 for database in args.databases:
                     results.append(one_config(database, min_deferral, ref.address, args.tasks, args.runs, postgres))
+                    summary = {k: v for k, v in results[-1].items() if k not in ("runs", "loadavg")}
+                    print(f"done: {summary}", flush=True)
     finally:
         stop_local_cluster(ref)
     lines = [
