@@ -242,8 +242,9 @@ class KubeClient:
             while True:
                 changed.clear()
                 yield state["cluster"], list(state["pods"].values())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=wake_every)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wake_every):  # not wait_for: see cluster_statuses
+                        await changed.wait()
                 await asyncio.sleep(0.05)  # coalesce a burst of events into one look
                 for task in pumps:
                     if task.done() and not task.cancelled() and task.exception() is not None:

@@ -124,8 +124,12 @@ class ClusterStatuses:
             self.inflight_started = time.monotonic()
             self.inflight = asyncio.create_task(self._list(dashboard, endpoint, self.inflight_started))
         # Shielded: the job that sent the list may end (or be cancelled) while others await it.
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when the awaited
+        # future is done in the ticks a cancellation arrives, so a trigger cancelled then (task marked
+        # failed, triggerer reassigning it) would swallow its cancellation and poll on forever.
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(self.inflight), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(self.inflight)
         return None
 
     async def _list(self, dashboard: DashboardClient, endpoint: DashboardEndpoint, started: float) -> Snapshot:

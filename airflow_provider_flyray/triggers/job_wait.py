@@ -143,8 +143,9 @@ class JobWait:
                     # (Ray closes it at once after a byte that is not UTF-8) waits a poll interval.
                     assert self.logs is not None
                     tail = self._open_tail(wake, 0.0 if self.logs.tail_progressed else self.poll_interval)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):  # not wait_for: see cluster_statuses
+                        await wake.wait()
         finally:
             # Ray closes the tail seconds after the job ends: don't wait for it (the rest is streamed).
             for task in (gone_watch, tail):

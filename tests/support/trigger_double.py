@@ -82,7 +82,8 @@ async def first_event(trigger: RayJobTrigger, timeout: float = 10.0) -> dict[str
     """What the triggerer does: take the first event, then close the generator."""
     events = trigger.run()
     try:
-        return outcome(await asyncio.wait_for(anext(events), timeout))
+        async with asyncio.timeout(timeout):  # not wait_for, which may swallow a cancellation (3.11)
+            return outcome(await anext(events))
     finally:
         await events.aclose()
 

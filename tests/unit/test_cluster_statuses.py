@@ -185,3 +185,38 @@ async def test_a_cancelled_wait_leaves_nothing_behind(ray):
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert cluster_statuses.clusters() == {}
+
+
+async def test_a_cancellation_that_meets_the_shared_list_is_not_swallowed():
+    """A wait cancelled in the few loop ticks after the list it awaits arrives must still end: Python
+    3.11's ``asyncio.wait_for`` returned the list instead, and the cancelled trigger polled on forever
+    (the cause of a CI failure of test_a_cancelled_wait_leaves_nothing_behind)."""
+    cancelled_in_time = 0
+    for ticks in range(8):
+        cluster = cluster_statuses.ClusterStatuses("key", "http://head:8265")
+        arrives: asyncio.Future[cluster_statuses.Snapshot] = asyncio.get_running_loop().create_future()
+        cluster.inflight = asyncio.ensure_future(arrives)
+        cluster.inflight_started = math.inf  # usable by any check
+        waiter = asyncio.create_task(cluster.snapshot_since(None, None, 0.0, 5.0))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        arrives.set_result(cluster_statuses.Snapshot(1.0, {}))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        if waiter.done():  # the list was delivered before the cancellation: nothing to swallow
+            continue
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        cancelled_in_time += 1
+    assert cancelled_in_time >= 2  # the window was hit, not skipped
+
+
+def test_the_package_never_uses_asyncio_wait_for():
+    """See the test above: every timeout in the async core is ``asyncio.timeout``."""
+    from pathlib import Path
+
+    import airflow_provider_flyray
+
+    package = Path(airflow_provider_flyray.__file__).parent
+    users = [str(p.relative_to(package)) for p in package.rglob("*.py") if "wait_for(" in p.read_text()]
+    assert users == []
