@@ -13,7 +13,7 @@ STACK  := $(BIN)/python -m tests.infra.stack
 # apt-get runs as root: through sudo when make does not.
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install browser postgres demo test lint docs unit faults faults-rayjob bench clean
+.PHONY: install browser postgres demo test lint docs unit faults faults-rayjob compat bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,13 @@ faults: $(STAMP) postgres
 faults-rayjob: $(STAMP) postgres
 	$(KUBE) build
 	FLYRAY_RAYJOB_MATRIX=1 $(BIN)/python -m pytest -p no:cacheprovider tests/faults/test_matrix_rayjob.py $(PYTEST_ARGS)
+
+# The compatibility run (tests/compat, ~2 h; not in `test`): the unit tests, `airflow dags test` and the
+# local-Ray trigger tests on each Airflow minor line's lowest and highest patch release, the local-Ray
+# tests on Ray 2.52, and the KubeRay tests with operators v1.4.0 and v1.5.0; venvs cached in
+# ~/.cache/flyray-compat; results in benchmarks/results/compat-<date>.{json,md} (docs/compatibility.md).
+compat: $(STAMP)
+	$(BIN)/python -m tests.compat $(COMPAT_ARGS)
 
 # Benchmarks (not tests): trigger capacity vs astro-provider-ray, real-path latency, API economy.
 bench: $(STAMP)

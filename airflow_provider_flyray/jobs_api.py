@@ -152,6 +152,12 @@ def tail_path(submission_id: str) -> str:
     return f"/api/jobs/{quote(submission_id, safe='')}/logs/tail"
 
 
+def is_agent_not_ready(status: int, text: str) -> bool:
+    """Ray's dashboard refuses a submission until a node's job agent has registered, seconds after the
+    head is up (longer on a loaded machine): nothing was created, and Ray itself says to try again."""
+    return status >= 500 and "No available agent to submit job" in text
+
+
 def is_duplicate_submission(status: int, text: str) -> bool:
     """Ray answers a reused submission_id with an error (500 with a traceback on 2.60) naming it."""
     return status >= 400 and "already exists" in text

@@ -17,6 +17,9 @@ os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).resolve().parent.parent / "dags")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "False")
+# Plain log text: tests read it, and Airflow 3.1.0 colours the console even when it is not a terminal.
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("AIRFLOW__LOGGING__COLORED_CONSOLE_LOG", "False")
 # This session's mark on every process it starts (see tests/support/leftovers.py: SESSION_ENV).
 os.environ.setdefault("FLYRAY_TEST_SESSION", uuid.uuid4().hex)
 os.environ["AIRFLOW_CONN_RAY_LOCAL"] = '{"conn_type": "flyray", "extra": {"backend": "local"}}'

@@ -20,6 +20,12 @@ from airflow_provider_flyray.core.errors import dashboard_tls_error
 from airflow_provider_flyray.errors import RayJobsApiError
 from airflow_provider_flyray.jobs_api import ApiRequest, DashboardEndpoint, JobSubmission
 
+# A submission refused because no job agent has registered yet is repeated for this long (then the
+# refusal is the error), every AGENT_RETRY_FIRST s doubling to AGENT_RETRY_CAP s.
+AGENT_WAIT = 60.0
+AGENT_RETRY_FIRST = 0.5
+AGENT_RETRY_CAP = 5.0
+
 DASHBOARD_TIMEOUT = 30.0
 # A job status answers in milliseconds: a hung status call means the dashboard is unreachable, and
 # the trigger should find out (and retry) well before the general timeout.
@@ -112,7 +118,14 @@ class DashboardClient:
         return interpret_response(status, text, f"get Ray job {submission_id}")
 
     async def submit_job(self, endpoint: DashboardEndpoint, submission: JobSubmission) -> str:
-        status, text = await self.call(endpoint, jobs_api.submit_request(submission))
+        waited_since, delay = time.monotonic(), AGENT_RETRY_FIRST
+        while True:
+            status, text = await self.call(endpoint, jobs_api.submit_request(submission))
+            if not jobs_api.is_agent_not_ready(status, text) or time.monotonic() - waited_since + delay > AGENT_WAIT:
+                break
+            # Safe to repeat: Ray created nothing, and a repeat of a created id answers "already exists".
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, AGENT_RETRY_CAP)
         if jobs_api.is_duplicate_submission(status, text):
             return submission.submission_id
         return str(interpret_response(status, text, "submit Ray job").get("submission_id", submission.submission_id))

@@ -135,6 +135,7 @@ class FakeRayDashboard:
         self.sockets: set[web.WebSocketResponse] = set()
         self._list_cache: bytes | None = None
         self.driver_log_works = True  # False: the state API's log read fails too (500)
+        self.submits_before_agent = 0  # this many submissions are refused as Ray 2.60 does before its job agent is up
 
     # ---- templating ---------------------------------------------------------------------------------
 
@@ -225,6 +226,9 @@ class FakeRayDashboard:
     async def submit(self, request: web.Request) -> web.Response:
         self.count("submit")
         body = await request.json()
+        if self.submits_before_agent > 0:
+            self.submits_before_agent -= 1
+            return web.Response(status=500, text="No available agent to submit job, please try again later.")
         submission_id = str(body.get("submission_id") or f"raysubmit_{len(self.jobs)}")
         if submission_id in self.jobs:
             text = self.recorded["submit_duplicate"]["text"].replace("bench-record-1", submission_id)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pendulum
 import pytest
+from airflow import __version__ as airflow_version
+from airflow.exceptions import AirflowNotFoundException
 
 from airflow_provider_flyray import FlyteRayOperator
 from airflow_provider_flyray.connection import extras_from_text, kube_credentials_error, parse_connection_extras
@@ -99,11 +103,28 @@ def test_certificate_failures_are_recognised_and_never_retried():
 # ---- issue 15: errors that pointed the wrong way ------------------------------------------------------
 
 
+@contextlib.contextmanager
+def unless_airflow_refuses_it() -> Iterator[None]:
+    """Airflow 3.0 and 3.1.0's own connection lookup outside a task runner refuses an extra that is not
+    JSON (3.0: as "not defined"; 3.1.0: with an ImportError): the provider never sees it, so there is
+    nothing of ours to check there (tests/compat runs these on each Airflow line)."""
+    try:
+        yield
+    except AirflowNotFoundException as error:
+        pytest.skip(f"Airflow {airflow_version} refuses the connection itself: {error}")
+    except ImportError as error:
+        if "SUPERVISOR_COMMS" not in str(error):
+            raise
+        # 3.1.0: its environment-variable backend refuses it, then the lookup falls through to the task
+        # runner's channel, which a test process does not have.
+        pytest.skip(f"Airflow {airflow_version} refuses the connection itself (then: {error})")
+
+
 @pytest.mark.parametrize("case", [c for c in bad_inputs.CASES if c.conn_text is not None], ids=lambda c: c.id)
 def test_catalogue_connections_that_are_not_json_are_refused_before_anything(monkeypatch, case):
     for name, value in bad_inputs.connections({"namespace": "default"}).items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info, unless_airflow_refuses_it():
         RayClusterHook(case.conn_id).validate()
     assert info.value.field == case.field and case.expected in str(info.value)
     assert '{"backend": "local"}' in str(info.value)  # what a valid extra looks like
@@ -111,7 +132,7 @@ def test_catalogue_connections_that_are_not_json_are_refused_before_anything(mon
 
 async def test_the_trigger_refuses_extra_text_that_is_not_json(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_RAY_NOT_JSON", json.dumps({"conn_type": "flyray", "extra": "backend=local"}))
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError) as info, unless_airflow_refuses_it():
         async with RaySession("ray_not_json"):
             pass
     assert info.value.field == "connection.extra" and "not valid JSON" in str(info.value)

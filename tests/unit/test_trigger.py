@@ -57,6 +57,33 @@ async def test_submits_exactly_once_and_succeeds(ray, caplog):
     assert "submitted" in event["timings"]
 
 
+async def test_a_submission_refused_before_rays_job_agent_is_up_is_repeated_until_it_is(ray, monkeypatch):
+    """Ray 2.60 answers 500 "No available agent to submit job, please try again later" for a while
+    after its head is up (a local head on a loaded machine failed tasks with it): nothing was created,
+    so the trigger submits again, once the agent is there, and runs one job."""
+    from airflow_provider_flyray.core import dashboard
+
+    monkeypatch.setattr(dashboard, "AGENT_RETRY_FIRST", 0.05)
+    trigger = make_trigger(ray)
+    ray.script(trigger.job.submission_id, lines=numbered(2))
+    ray.submits_before_agent = 3
+    event = await first_event(trigger)
+    assert event["status"] == "success", event["reason"]
+    assert len(ray.requests_to("POST", "/api/jobs/")) == 4 and len(ray.jobs) == 1
+
+
+async def test_a_job_agent_that_never_comes_fails_the_submission_with_rays_words(ray, monkeypatch):
+    from airflow_provider_flyray.core import dashboard
+
+    monkeypatch.setattr(dashboard, "AGENT_RETRY_FIRST", 0.05)
+    monkeypatch.setattr(dashboard, "AGENT_WAIT", 0.5)
+    trigger = make_trigger(ray)
+    ray.submits_before_agent = 1000
+    event = await first_event(trigger)
+    assert event["status"] == "error" and "No available agent to submit job" in event["reason"], event
+    assert 2 <= len(ray.requests_to("POST", "/api/jobs/")) <= 6 and ray.jobs == {}
+
+
 async def test_restarted_trigger_follows_the_job_instead_of_submitting_again(ray, caplog):
     first = make_trigger(ray)
     sid = first.job.submission_id
